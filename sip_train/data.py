@@ -1,0 +1,111 @@
+"""Synthetic data generated on the training device: an infinite (or finite) training stream and a
+fixed validation set.
+
+The data loaders only hand out integers; `on_after_batch_transfer` turns them into batches on
+the device the model lives on, so a GPU run never waits for CPU workers. Every training batch
+is a pure function of (seed, rank, global step), so a resumed run continues the same stream
+and each DDP rank draws distinct samples.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Iterator
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, IterableDataset
+
+from sip_train.problems.base import InverseProblem
+
+TRAIN_STREAM, VALIDATION_STREAM, TRAIN_SET_STREAM, SHUFFLE_STREAM = range(4)
+
+
+def stream_generator(device: torch.device, *key: int) -> torch.Generator:
+    """A generator on `device` seeded from an integer key (seed, stream, ...), well mixed."""
+    seed = int(np.random.SeedSequence([int(k) for k in key]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class _Counter(IterableDataset):
+    """0, 1, 2, ... forever (or `length` items): placeholders turned into batches after transfer."""
+
+    def __init__(self, length: int | None = None) -> None:
+        self.length = length
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (torch.tensor(i) for i in (itertools.count() if self.length is None else range(self.length)))
+
+
+class SyntheticData(LightningDataModule):
+    """Infinite or finite synthetic training data and a fixed validation set for one problem.
+
+    Args:
+        problem: the problem whose `sample` generates (x*, y*).
+        batch_size: training examples per step.
+        val_size: validation examples (a fixed set, drawn from its own random stream).
+        val_batch_size: validation examples per forward pass.
+        train_size: None for fresh samples every step, or N for a fixed training set of N
+            examples, cycled in a new random order each pass (tiled when batch_size > N).
+        seed: base seed of all data streams.
+    """
+
+    def __init__(
+        self,
+        problem: InverseProblem,
+        batch_size: int = 128,
+        val_size: int = 128,
+        val_batch_size: int = 128,
+        train_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for key, value in (("data.batch_size", batch_size), ("data.val_size", val_size),
+                           ("data.val_batch_size", val_batch_size), ("data.train_size", train_size)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{key}={value!r} is invalid: must be a positive integer")
+        self.problem = problem
+        self.batch_size = batch_size
+        self.val_size = val_size
+        self.val_batch_size = min(val_batch_size, val_size)
+        self.train_size = train_size
+        self.seed = seed
+        self._cache: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_Counter(), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_Counter(-(-self.val_size // self.val_batch_size)), batch_size=None)
+
+    def on_after_batch_transfer(self, batch: torch.Tensor, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.trainer.training:
+            return self.train_batch(self.trainer.global_step, batch.device, self.trainer.global_rank)
+        start = int(batch) * self.val_batch_size
+        x_true, y_target = self.validation_set(batch.device)
+        return x_true[start : start + self.val_batch_size], y_target[start : start + self.val_batch_size]
+
+    def train_batch(self, step: int, device: torch.device, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training batch of a global step (a pure function of seed, rank and step)."""
+        if self.train_size is None:
+            return self.problem.sample(self.batch_size, stream_generator(device, self.seed, TRAIN_STREAM, rank, step))
+        x_true, y_target = self._fixed_set("train", device)
+        positions = step * self.batch_size + torch.arange(self.batch_size)
+        passes = positions // self.train_size
+        first = int(passes[0])
+        orders = torch.stack([
+            torch.randperm(self.train_size, generator=stream_generator(torch.device("cpu"), self.seed, SHUFFLE_STREAM, rank, p))
+            for p in range(first, int(passes[-1]) + 1)
+        ])
+        index = orders[passes - first, positions % self.train_size].to(device)
+        return x_true[index], y_target[index]
+
+    def validation_set(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed validation examples (x*, y*), drawn once per device from their own stream."""
+        return self._fixed_set("validation", device)
+
+    def _fixed_set(self, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if (name, device) not in self._cache:
+            size, stream = (self.val_size, VALIDATION_STREAM) if name == "validation" else (self.train_size, TRAIN_SET_STREAM)
+            self._cache[name, device] = self.problem.sample(size, stream_generator(device, self.seed, stream))
+        return self._cache[name, device]

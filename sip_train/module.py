@@ -1,0 +1,93 @@
+"""The one LightningModule: a problem, a network and an update rule, trained by manual optimisation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from sip_train.problems.base import InverseProblem
+from sip_train.rules.base import UpdateRule
+
+
+def build_components(
+    problem: DictConfig, optimizer: DictConfig, network: DictConfig, seed: int
+) -> tuple[InverseProblem, torch.nn.Module, UpdateRule]:
+    """Instantiate problem, update rule and network from their config blocks.
+
+    The network is built right after seeding, so one seed gives the same initial weights
+    whatever the update rule: methods are compared from the same start.
+    """
+    problem_obj: InverseProblem = instantiate(problem)
+    rule: UpdateRule = instantiate(optimizer)
+    rule.check_problem(problem_obj)
+    torch.manual_seed(seed)
+    network_obj = instantiate(network, in_shape=problem_obj.y_shape, out_shape=problem_obj.x_shape)
+    return problem_obj, network_obj, rule
+
+
+class InverseProblemModule(LightningModule):
+    """Trains a network x = NN(y*) on one inverse problem with one update rule.
+
+    Constructed from the `problem`, `optimizer` and `network` config blocks (saved as
+    hyper-parameters, so `InverseProblemModule.load_from_checkpoint(path)` rebuilds it).
+    """
+
+    def __init__(self, problem: dict, optimizer: dict, network: dict, seed: int = 0, figure_examples: int = 3) -> None:
+        super().__init__()
+        blocks = {name: OmegaConf.create(OmegaConf.to_container(OmegaConf.create(block), resolve=True))
+                  for name, block in (("problem", problem), ("optimizer", optimizer), ("network", network))}
+        self.save_hyperparameters({**{k: OmegaConf.to_container(v) for k, v in blocks.items()},
+                                   "seed": seed, "figure_examples": figure_examples})
+        self.problem, self.network, self.rule = build_components(blocks["problem"], blocks["optimizer"], blocks["network"], seed)
+        self.automatic_optimization = False
+        self.figure_examples = figure_examples
+        self.last_validated_step = -1
+        self._figure_batch: tuple[torch.Tensor, ...] | None = None
+
+    def predict(self, y_target: torch.Tensor) -> torch.Tensor:
+        """The solution estimate x = NN(y*), with the problem's invariants applied."""
+        return self.problem.prepare_prediction(self.network(self.problem.network_input(y_target)), y_target)
+
+    forward = predict
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.rule.make_optimizer(self.network.parameters())
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x_true, y_target = batch
+        result = self.rule.training_step(self, y_target)
+        metrics = self.problem.metrics(result["x"], x_true, result["y"], y_target)
+        self.log("train/loss", result["loss"])
+        self.log_dict({f"train/{name}": value.mean() for name, value in metrics.items()})
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x_true, y_target = batch
+        x = self.predict(y_target)
+        y = self.problem.simulate(x)
+        metrics = self.problem.metrics(x, x_true, y, y_target)
+        for name, value in metrics.items():
+            self.log(f"val/{name}", value.mean(), batch_size=len(value), sync_dist=True, prog_bar=name == "x_l1")
+        if batch_idx == 0:
+            self._figure_batch = tuple(t[: self.figure_examples] for t in (x, x_true, y, y_target))
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_validated_step = self.global_step
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero or self._figure_batch is None:
+            return
+        if self.figure_examples > 0:
+            self.log_figure(self.problem.figure(*self._figure_batch))
+
+    def log_figure(self, figure: plt.Figure) -> None:
+        """Save a validation figure under <run dir>/figures and send it to W&B if W&B is on."""
+        directory = Path(self.trainer.default_root_dir) / "figures"
+        directory.mkdir(parents=True, exist_ok=True)
+        figure.savefig(directory / f"val_step{self.global_step:07d}.png", dpi=80)
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("val/examples", [figure], step=self.global_step)
+        plt.close(figure)

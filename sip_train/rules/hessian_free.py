@@ -1,0 +1,320 @@
+"""Hessian-free (truncated Newton) optimisation after Martens (2010) and Martens & Sutskever (2012).
+
+Each step minimises the damped quadratic model of the loss f(theta),
+
+    q(p) = f + g^T p + 1/2 p^T B p,      (B + lambda I) p = -g,
+
+with conjugate gradient (CG), using only curvature-vector products B v: the generalised
+Gauss-Newton matrix B = G = J^T (d2L/dx2) J of loss = L(x(theta)) (J = dx/dtheta, x the
+network output), or the true Hessian of f. The CG iterates are backtracked, the step size is
+found by an Armijo line search, and lambda follows the Levenberg-Marquardt rule on the
+reduction ratio rho = (f(theta + p) - f(theta)) / (q(p) - q(0)).
+
+References:
+    J. Martens, "Deep learning via Hessian-free optimization", ICML 2010.
+    J. Martens, I. Sutskever, "Training deep and recurrent networks with Hessian-free
+    optimization", Neural Networks: Tricks of the Trade, 2012.
+"""
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+Forward = Callable[[], tuple[Tensor, Tensor | None]]
+MatVec = Callable[[Tensor], Tensor]
+
+
+def _flat(tensors: Iterable[Tensor]) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _split(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    sizes = [t.numel() for t in like]
+    return [chunk.view_as(t) for chunk, t in zip(vector.split(sizes), like)]
+
+
+def _vjp(outputs: Sequence[Tensor], inputs: Sequence[Tensor], cotangents: Sequence[Tensor],
+         create_graph: bool = False) -> list[Tensor]:
+    """Sum_i cotangent_i^T d output_i / d inputs, skipping outputs that do not depend on inputs."""
+    pairs = [(o, c) for o, c in zip(outputs, cotangents) if o.requires_grad]
+    if not pairs:
+        return [torch.zeros_like(t) for t in inputs]
+    return list(torch.autograd.grad([o for o, _ in pairs], inputs, [c for _, c in pairs],
+                                    retain_graph=True, create_graph=create_graph,
+                                    materialize_grads=True))
+
+
+def gauss_newton_product(loss: Tensor, output: Tensor, params: Sequence[Tensor]) -> MatVec:
+    """Generalised Gauss-Newton product v -> G v = J^T (d2L/dx2) J v for loss = L(x(theta)).
+
+    J v is obtained by the double-vjp trick: J^T u is linear in a dummy u, so its vjp with
+    cotangent v is J v. The graphs of `loss` and `output` must still be alive.
+
+    Args:
+        loss: scalar L(x), twice differentiable in x.
+        output: the split point x (any shape), a function of `params`.
+        params: the parameters theta.
+
+    Returns:
+        Function mapping a flat vector (numel of params,) to the flat product G v.
+    """
+    dloss_dx = torch.autograd.grad(loss, output, create_graph=True)[0]
+    dummy = torch.zeros_like(output, requires_grad=True)
+    jacobian_t_dummy = _vjp([output], params, [dummy], create_graph=True)
+
+    def product(vector: Tensor) -> Tensor:
+        jv = _vjp(jacobian_t_dummy, [dummy], _split(vector, params))[0]
+        hjv = _vjp([dloss_dx], [output], [jv])[0]
+        return _flat(_vjp([output], params, [hjv]))
+
+    return product
+
+
+def hessian_product(loss: Tensor, params: Sequence[Tensor]) -> MatVec:
+    """Hessian product v -> (d2 loss / dtheta2) v by double backward (Pearlmutter).
+
+    Args:
+        loss: scalar, twice differentiable in `params`; its graph must still be alive.
+        params: the parameters theta.
+
+    Returns:
+        Function mapping a flat vector (numel of params,) to the flat product H v.
+    """
+    gradient = _vjp([loss], params, [torch.ones_like(loss)], create_graph=True)
+    return lambda vector: _flat(_vjp(gradient, params, _split(vector, params)))
+
+
+@dataclass
+class ConjugateGradientResult:
+    """Iterates of a CG run on A p = b.
+
+    Attributes:
+        iterations: number of CG iterations performed.
+        iterates: (iteration, p, phi(p)) at the stored iterations, the last one included;
+            phi(p) = 1/2 p^T A p - b^T p is the CG quadratic objective.
+    """
+
+    iterations: int
+    iterates: list[tuple[int, Tensor, float]]
+
+
+def conjugate_gradient(matvec: MatVec, b: Tensor, x0: Tensor, max_iter: int, min_window: int,
+                       progress_tol: float, store_ratio: float) -> ConjugateGradientResult:
+    """Minimise phi(p) = 1/2 p^T A p - b^T p (solve A p = b) by conjugate gradient.
+
+    Stops after `max_iter` iterations, on a direction of non-positive curvature, or by
+    Martens' relative-progress test (2010, sec. 4.4): with k = max(min_window, ceil(0.1 i)),
+    stop once phi_i < 0 and (phi_i - phi_{i-k}) / phi_i < k * progress_tol.
+    Iterates are stored at iterations ceil(store_ratio^j) (Martens 2010, sec. 4.6) and at the end.
+
+    Args:
+        matvec: p -> A p on flat vectors.
+        b: right-hand side (N,).
+        x0: initial guess (N,).
+        max_iter: iteration cap.
+        min_window: smallest progress window k (CG runs at least this many iterations).
+        progress_tol: relative progress per iteration below which CG stops.
+        store_ratio: growth factor of the storage grid (> 1).
+    """
+    x = x0.clone()
+    residual = b - matvec(x)
+    direction = residual.clone()
+    residual_sq = residual.dot(residual)
+    objective = [(-0.5 * x.dot(b + residual)).item()]
+    iterates = []
+    next_store, store_power = 1, 0
+    iteration = 0
+    for iteration in range(1, max_iter + 1):
+        a_direction = matvec(direction)
+        curvature = direction.dot(a_direction)
+        if not curvature > 0:
+            iteration -= 1
+            break
+        alpha = residual_sq / curvature
+        x = x + alpha * direction
+        residual = residual - alpha * a_direction
+        objective.append((-0.5 * x.dot(b + residual)).item())
+        if iteration == next_store:
+            iterates.append((iteration, x.clone(), objective[-1]))
+            while next_store <= iteration:
+                store_power += 1
+                next_store = math.ceil(store_ratio ** store_power)
+        window = max(min_window, math.ceil(0.1 * iteration))
+        phi = objective[-1]
+        if iteration >= window and phi < 0 and (phi - objective[-1 - window]) / phi < window * progress_tol:
+            break
+        new_residual_sq = residual.dot(residual)
+        direction = residual + (new_residual_sq / residual_sq) * direction
+        residual_sq = new_residual_sq
+    if not iterates or iterates[-1][0] != iteration:
+        iterates.append((iteration, x, objective[-1]))
+    return ConjugateGradientResult(iteration, iterates)
+
+
+def levenberg_marquardt_damping(damping: float, rho: float) -> float:
+    """Martens' (2010, sec. 4.1) damping rule: x 3/2 if rho < 1/4 (NaN included), x 2/3 if rho > 3/4."""
+    if not rho >= 0.25:
+        return damping * 1.5
+    if rho > 0.75:
+        return damping * 2.0 / 3.0
+    return damping
+
+
+class HessianFree(torch.optim.Optimizer):
+    """Hessian-free optimiser (truncated Newton with CG, backtracking and adaptive damping).
+
+    One parameter group only: the whole parameter vector is one Newton system. State that a
+    resume needs lives in the state dict: lambda in `param_groups[0]["damping"]`, the CG warm
+    start and the step count per parameter in `state[p]`. After each step, `last_stats` holds
+    the step's diagnostics (floats): loss, loss_after, damping (lambda used by this step's CG),
+    rho, cg_iters, cg_iter_chosen, step_size.
+
+    Example:
+        def forward():
+            x = net(y_target)
+            return 0.5 * ((physics(x) - y_target) ** 2).sum(), x
+        loss = optimizer.step(forward)
+    """
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float = 1.0,
+                 damping: float = 1.0, curvature: str = "ggn", cg_max_iter: int = 250,
+                 cg_min_iter: int = 10, cg_decay: float = 0.95, cg_tol: float = 5e-4,
+                 cg_store_ratio: float = 1.3, armijo_c: float = 1e-2,
+                 armijo_shrink: float = 0.8, armijo_max_iter: int = 20) -> None:
+        """
+        Args:
+            params: parameters to optimise (a single group).
+            lr: first step size tried by the Armijo line search.
+            damping: initial Tikhonov damping lambda.
+            curvature: "ggn" (generalised Gauss-Newton, needs the output x) or "hessian".
+            cg_max_iter: CG iteration cap (250 as in Martens & Sutskever 2012, sec. 8.7).
+            cg_min_iter: smallest window k of the CG progress test.
+            cg_decay: CG warm start = cg_decay * previous step's last CG iterate.
+            cg_tol: relative-progress tolerance of the CG stopping test (5e-4).
+            cg_store_ratio: CG iterates kept for backtracking at iterations ceil(ratio^j).
+            armijo_c: sufficient-decrease constant c of f(theta + a p) <= f + c a g^T p.
+            armijo_shrink: step size factor per rejected line-search trial.
+            armijo_max_iter: line-search trials before the step is rejected (step size 0).
+        """
+        if curvature not in ("ggn", "hessian"):
+            raise ValueError(f"curvature must be 'ggn' or 'hessian', got {curvature!r}")
+        if lr <= 0 or damping < 0 or cg_max_iter < 1 or not 0 <= cg_decay <= 1:
+            raise ValueError("need lr > 0, damping >= 0, cg_max_iter >= 1, 0 <= cg_decay <= 1")
+        defaults = dict(lr=lr, damping=damping, curvature=curvature, cg_max_iter=cg_max_iter,
+                        cg_min_iter=cg_min_iter, cg_decay=cg_decay, cg_tol=cg_tol,
+                        cg_store_ratio=cg_store_ratio, armijo_c=armijo_c,
+                        armijo_shrink=armijo_shrink, armijo_max_iter=armijo_max_iter)
+        super().__init__(params, defaults)
+        if len(self.param_groups) != 1:
+            raise ValueError("HessianFree supports a single parameter group")
+        self.last_stats: dict[str, float] = {}
+
+    def _params(self) -> list[Tensor]:
+        return [p for p in self.param_groups[0]["params"] if p.requires_grad]
+
+    def _warm_start(self, params: list[Tensor]) -> Tensor:
+        return _flat(self.state[p].get("cg_warm_start", torch.zeros_like(p)) for p in params)
+
+    def _save_warm_start(self, params: list[Tensor], last_iterate: Tensor, decay: float) -> None:
+        for p, chunk in zip(params, _split(decay * last_iterate, params)):
+            state = self.state[p]
+            state["cg_warm_start"] = chunk.clone()
+            state["step"] = state.get("step", 0) + 1
+
+    def _curvature_product(self, loss: Tensor, output: Tensor | None, params: list[Tensor]) -> MatVec:
+        if self.param_groups[0]["curvature"] == "hessian":
+            return hessian_product(loss, params)
+        if output is None:
+            raise ValueError("curvature='ggn' needs forward() to return the network output")
+        return gauss_newton_product(loss, output, params)
+
+    def step(self, closure: Forward) -> Tensor:  # type: ignore[override]
+        """One Hessian-free step.
+
+        Args:
+            closure: forward() -> (loss, output): re-runs network and physics with a graph and
+                returns the scalar loss and the network output x (the Gauss-Newton split point;
+                may be None for curvature="hessian"). Called once with a graph and a few more
+                times without (backtracking and line search). Named `closure` so that
+                Lightning's `optimizer.step(closure=...)` passes it through.
+
+        Returns:
+            The loss before the update (detached).
+        """
+        group = self.param_groups[0]
+        params = self._params()
+        damping = group["damping"]
+        with torch.enable_grad():
+            loss, output = closure()
+            gradient = _flat(_vjp([loss], params, [torch.ones_like(loss)])).detach()
+            curvature = self._curvature_product(loss, output, params)
+            cg = conjugate_gradient(lambda v: curvature(v) + damping * v, -gradient,
+                                    self._warm_start(params).to(gradient), group["cg_max_iter"],
+                                    group["cg_min_iter"], group["cg_tol"], group["cg_store_ratio"])
+        del curvature, output
+        loss = loss.detach()
+        loss_before = loss.item()
+        self._save_warm_start(params, cg.iterates[-1][1], group["cg_decay"])
+
+        start = _flat(params).detach().clone()
+
+        def loss_at(delta: Tensor) -> float:
+            self._assign(params, start + delta)
+            with torch.no_grad():
+                return closure()[0].item()
+
+        chosen, loss_chosen = self._backtrack(cg.iterates, loss_at)
+        iteration, direction, phi = cg.iterates[chosen]
+        predicted = phi - 0.5 * damping * direction.dot(direction).item()  # undamped q(p) - q(0)
+        rho = (loss_chosen - loss_before) / predicted if predicted < 0 else -math.inf
+        group["damping"] = levenberg_marquardt_damping(damping, rho)
+
+        step_size, loss_after = self._armijo(
+            lambda a: loss_chosen if a == 1.0 else loss_at(a * direction),
+            loss_before, gradient.dot(direction).item(), group)
+        self._assign(params, start + step_size * direction)
+        self.last_stats = dict(loss=loss_before, loss_after=loss_after, damping=damping, rho=rho,
+                               cg_iters=float(cg.iterations), cg_iter_chosen=float(iteration),
+                               step_size=step_size)
+        return loss
+
+    @staticmethod
+    def _assign(params: list[Tensor], vector: Tensor) -> None:
+        with torch.no_grad():
+            for p, chunk in zip(params, _split(vector, params)):
+                p.copy_(chunk)
+
+    @staticmethod
+    def _backtrack(iterates: list[tuple[int, Tensor, float]],
+                   loss_at: Callable[[Tensor], float]) -> tuple[int, float]:
+        """Martens (2010, sec. 4.6): walk back from the last stored CG iterate while the loss falls.
+
+        Returns:
+            Index into `iterates` of the best iterate seen, and its loss.
+        """
+        best, best_loss = len(iterates) - 1, loss_at(iterates[-1][1])
+        for index in range(len(iterates) - 2, -1, -1):
+            candidate_loss = loss_at(iterates[index][1])
+            if not candidate_loss < best_loss:
+                break
+            best, best_loss = index, candidate_loss
+        return best, best_loss
+
+    @staticmethod
+    def _armijo(loss_at_step_size: Callable[[float], float], loss: float, slope: float,
+                group: dict) -> tuple[float, float]:
+        """Largest a = lr * shrink^n with f(theta + a p) <= f + c a g^T p (M&S 2012, sec. 8.8).
+
+        Returns:
+            (a, f(theta + a p)), or (0, f) when no trial satisfies the condition.
+        """
+        step_size = group["lr"]
+        for _ in range(group["armijo_max_iter"]):
+            trial = loss_at_step_size(step_size)
+            if trial <= loss + group["armijo_c"] * step_size * slope:
+                return step_size, trial
+            step_size *= group["armijo_shrink"]
+        return 0.0, loss

@@ -1,0 +1,59 @@
+"""SIP training: regress the network onto x~ = x + eta * U(x) from the problem's inverse solver."""
+from __future__ import annotations
+
+import torch
+
+from sip_train.problems.base import InverseProblem
+from sip_train.rules.base import OptimizerFactory, UpdateRule
+
+PROXY_NORMS = ("l2", "l1")
+
+
+class ProxyRule(UpdateRule):
+    """Train on the proxy objective ||NN(y*) - stop_grad(x + dx)|| for an x-space update dx.
+
+    Subclasses choose dx (`x_update`); the network never sees a gradient through the physics.
+
+    Args:
+        eta: step size of the x-space update.
+        proxy_norm: "l2" (1/2 sum of squares) or "l1" (sum of absolute values) per example.
+    """
+
+    def __init__(self, optimizer: OptimizerFactory, lr: float, eta: float = 1.0, proxy_norm: str = "l2") -> None:
+        super().__init__(optimizer, lr)
+        if proxy_norm not in PROXY_NORMS:
+            raise ValueError(f"optimizer.proxy_norm={proxy_norm!r} is invalid: choose one of {list(PROXY_NORMS)}")
+        if not eta > 0:
+            raise ValueError(f"optimizer.eta={eta!r} is invalid: must be a positive number")
+        self.eta = eta
+        self.proxy_norm = proxy_norm
+
+    def x_update(self, problem: InverseProblem, x: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
+        """The x-space update dx at a detached prediction x with simulated y."""
+        raise NotImplementedError
+
+    def objective(
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            x_detached = x.detach()
+            y = problem.simulate(x_detached)
+            x_target = x_detached + self.eta * self.x_update(problem, x_detached, y, y_target)
+        difference = (x - x_target).flatten(1)
+        if self.proxy_norm == "l1":
+            return difference.abs().sum(1), y
+        return 0.5 * difference.pow(2).sum(1), y
+
+
+class SIP(ProxyRule):
+    """Scale-invariant physics: dx = U(x), the problem's inverse-physics update."""
+
+    def check_problem(self, problem: InverseProblem) -> None:
+        if not problem.has_inverse_update():
+            raise ValueError(
+                f"optimizer=sip needs an inverse update, which problem {type(problem).__name__} does not provide; "
+                "use a gradient-based optimizer (e.g. optimizer=adam)"
+            )
+
+    def x_update(self, problem: InverseProblem, x: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
+        return problem.inverse_update(x, y, y_target)

@@ -1,0 +1,30 @@
+"""Train a network on an inverse physics problem: `python train.py problem=heat optimizer=sip`.
+
+Hydra composes conf/config.yaml with the overrides; `--multirun` (-m) sweeps them. Returns the
+final validation x_l1 so Hydra sweepers (e.g. Optuna) can minimise it.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from sip_train.run import ConfigError, train
+
+log = logging.getLogger("train")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        summary = train(cfg)
+    except ConfigError as error:  # a bad configuration value: one clear line, no traceback
+        log.error("error: %s", error)
+        sys.exit(f"error: {error}")
+    return summary["x_l1"]
+
+
+if __name__ == "__main__":
+    main()
