@@ -107,5 +107,6 @@ class SyntheticData(LightningDataModule):
     def _fixed_set(self, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if (name, device) not in self._cache:
             size, stream = (self.val_size, VALIDATION_STREAM) if name == "validation" else (self.train_size, TRAIN_SET_STREAM)
-            self._cache[name, device] = self.problem.sample(size, stream_generator(device, self.seed, stream))
+            with torch.inference_mode(False):  # cached beyond the (inference-mode) validation pass
+                self._cache[name, device] = self.problem.sample(size, stream_generator(device, self.seed, stream))
         return self._cache[name, device]

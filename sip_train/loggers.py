@@ -52,7 +52,7 @@ def wandb_logger(
     chosen = resolve_mode(mode)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     options = dict(project=project, name=name, group=group, tags=list(tags or []), dir=str(save_dir), id=run_id,
-                   resume="allow" if run_id else None, reinit="finish_previous", anonymous="never")
+                   resume="allow" if run_id else None, reinit="finish_previous")
     try:
         run = wandb.init(mode=chosen, settings=wandb.Settings(init_timeout=init_timeout_s, silent=True), **options)
     except Exception as error:  # noqa: BLE001 - any failure to go online must not stop training

@@ -62,6 +62,7 @@ class InverseProblemModule(LightningModule):
         x_true, y_target = batch
         result = self.rule.training_step(self, y_target)
         metrics = self.problem.metrics(result["x"], x_true, result["y"], y_target)
+        self.log("step", float(self.global_step))  # x-axis of every logger: updates done so far
         self.log("train/loss", result["loss"])
         self.log_dict({f"train/{name}": value.mean() for name, value in metrics.items()})
 
@@ -72,6 +73,7 @@ class InverseProblemModule(LightningModule):
         metrics = self.problem.metrics(x, x_true, y, y_target)
         for name, value in metrics.items():
             self.log(f"val/{name}", value.mean(), batch_size=len(value), sync_dist=True, prog_bar=name == "x_l1")
+        self.log("step", float(self.global_step), batch_size=len(x), sync_dist=False)
         if batch_idx == 0:
             self._figure_batch = tuple(t[: self.figure_examples] for t in (x, x_true, y, y_target))
 

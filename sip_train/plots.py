@@ -16,7 +16,7 @@ def field_rows(columns: dict[str, torch.Tensor], examples: int = 3) -> Figure:
     for column, (title, fields) in enumerate(columns.items()):
         for row in range(examples):
             ax = axes[row, column]
-            image = ax.imshow(fields[row].detach().float().cpu().squeeze(0), origin="lower", cmap="magma")
+            image = ax.imshow(fields[row].detach().float().cpu().squeeze(0).numpy(), origin="lower", cmap="magma")
             fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
             ax.set_xticks([])
             ax.set_yticks([])

@@ -75,14 +75,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                      auto_insert_metric_name=False, monitor="val/x_l1", mode="min", save_top_k=1,
                                      save_last=True)
         loggers = [instantiate(block) for block in cfg.logger.values()]
+        progress_bar = [StepProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
         trainer: Trainer = instantiate(_trainer_options(cfg), default_root_dir=str(run_dir), logger=loggers,
-                                       callbacks=[timer, checkpoint, StepProgressBar()])
+                                       callbacks=[timer, checkpoint, *progress_bar])
     except (ValueError, TypeError, InstantiationException) as error:
         summary["status"] = f"failed: {root_cause(error)}"
         write_summary(run_dir, summary)
         raise ConfigError(str(root_cause(error))) from error
     start = time.perf_counter()
     try:
+        if cfg.get("validate_at_start") and not cfg.get("ckpt_path"):
+            trainer.validate(module, datamodule=data, verbose=False)  # learning curves start at step 0
         trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
         if not trainer.interrupted and module.last_validated_step != trainer.global_step:
             trainer.validate(module, datamodule=data, verbose=False)

@@ -103,6 +103,9 @@ def test_saddle_free_newton_hand_computed():
     gradient = torch.tensor([[1.0, 1.0]], dtype=F64)
     dx = sine.saddle_free_newton(gradient, hessian, loss_change_limit=0.2)
     torch.testing.assert_close(dx, torch.tensor([[-0.2, -0.5]], dtype=F64))
+    # Equal eigenvalues do not exceed their geometric mean: both directions are capped.
+    isotropic = sine.saddle_free_newton(gradient, 2 * torch.eye(2, dtype=F64)[None], 0.2)
+    torch.testing.assert_close(isotropic, torch.tensor([[-0.2, -0.2]], dtype=F64))
     # Rotated basis: the rule acts on eigen-components, not on coordinates.
     rotation = torch.tensor([[1.0, -1.0], [1.0, 1.0]], dtype=F64) / math.sqrt(2)
     rotated = sine.saddle_free_newton(

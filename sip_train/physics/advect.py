@@ -8,6 +8,7 @@ with one Euler step and values interpolated bilinearly with periodic wrap-around
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def sample_periodic(values: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,20 +23,22 @@ def sample_periodic(values: torch.Tensor, offset: torch.Tensor) -> tuple[torch.T
         point (B, C, 4, H, W), from which MacCormack takes its clamping limits.
     """
     batch, channels, height, width = values.shape
-    offset_x, offset_y = offset.unbind(dim=2)
-    floor_x, floor_y = offset_x.floor(), offset_y.floor()
-    weight_x, weight_y = offset_x - floor_x, offset_y - floor_y
-    rows = torch.arange(height, device=values.device).view(height, 1)
-    columns = torch.arange(width, device=values.device)
-    x0 = (columns + floor_x.long()) % width
-    y0 = (rows + floor_y.long()) % height
-    x1, y1 = (x0 + 1) % width, (y0 + 1) % height
-    index = torch.stack([y0 * width + x0, y0 * width + x1, y1 * width + x0, y1 * width + x1], dim=2)
-    corners = values.flatten(2).gather(2, index.flatten(2)).view(batch, channels, 4, height, width)
+    options = dict(dtype=values.dtype, device=values.device)
+    x = torch.remainder(torch.arange(width, **options) + offset[:, :, 0], width)
+    y = torch.remainder(torch.arange(height, **options)[:, None] + offset[:, :, 1], height)
+    # remainder can round up to the period itself; the weight 1 then picks the wrapped neighbour
+    x0 = x.detach().floor().clamp_max(width - 1)
+    y0 = y.detach().floor().clamp_max(height - 1)
+    # one periodic row and column appended, so the 2x2 stencil is a fixed offset of the flat index
+    padded = F.pad(values.flatten(0, 1).unsqueeze(1), (0, 1, 0, 1), mode="circular").view(batch, channels, -1)
+    stencil = torch.tensor([0, 1, width + 1, width + 2], device=values.device).view(4, 1, 1)
+    index = (y0 * (width + 1) + x0).long().unsqueeze(2) + stencil
+    corners = padded.gather(2, index.flatten(2)).view(batch, channels, 4, height, width)
     lower_left, lower_right, upper_left, upper_right = corners.unbind(dim=2)
-    lower = lower_left + weight_x * (lower_right - lower_left)
-    upper = upper_left + weight_x * (upper_right - upper_left)
-    return lower + weight_y * (upper - lower), corners
+    weight_x = x - x0
+    lower = torch.lerp(lower_left, lower_right, weight_x)
+    upper = torch.lerp(upper_left, upper_right, weight_x)
+    return torch.lerp(lower, upper, y - y0), corners
 
 
 def mac_cormack(values: torch.Tensor, velocity: torch.Tensor, dt: float, dx: float) -> torch.Tensor:

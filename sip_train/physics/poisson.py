@@ -22,7 +22,15 @@ def laplace(y: torch.Tensor) -> torch.Tensor:
 
 @lru_cache(maxsize=16)
 def _sine_basis(cells: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Orthonormal DST-I matrix (symmetric, its own inverse) and the 1D Laplacian's eigenvalues."""
+    """Orthonormal DST-I matrix (symmetric, its own inverse) and the 1D Laplacian's eigenvalues.
+
+    Built outside inference mode: the cache outlives the validation pass that may create it.
+    """
+    with torch.inference_mode(False):
+        return _sine_basis_uncached(cells, dtype, device)
+
+
+def _sine_basis_uncached(cells: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     index = torch.arange(1, cells + 1, dtype=torch.float64)
     basis = math.sqrt(2 / (cells + 1)) * torch.sin(math.pi * index[:, None] * index[None, :] / (cells + 1))
     eigenvalues = -4 * torch.sin(math.pi * index / (2 * (cells + 1))) ** 2

@@ -166,6 +166,11 @@ def levenberg_marquardt_damping(damping: float, rho: float) -> float:
 class HessianFree(torch.optim.Optimizer):
     """Hessian-free optimiser (truncated Newton with CG, backtracking and adaptive damping).
 
+    G is positive semi-definite when L is convex in x (linear physics with an L2 loss); for
+    non-convex L, and for curvature="hessian", CG stops at the first direction of non-positive
+    curvature and the damping grows until the model is trusted again. rho compares the loss
+    change with the undamped model change q(p) - q(0) = g^T p + 1/2 p^T B p.
+
     One parameter group only: the whole parameter vector is one Newton system. State that a
     resume needs lives in the state dict: lambda in `param_groups[0]["damping"]`, the CG warm
     start and the step count per parameter in `state[p]`. After each step, `last_stats` holds
@@ -218,7 +223,8 @@ class HessianFree(torch.optim.Optimizer):
     def _warm_start(self, params: list[Tensor]) -> Tensor:
         return _flat(self.state[p].get("cg_warm_start", torch.zeros_like(p)) for p in params)
 
-    def _save_warm_start(self, params: list[Tensor], last_iterate: Tensor, decay: float) -> None:
+    def _record_step(self, params: list[Tensor], last_iterate: Tensor, decay: float) -> None:
+        """Keep the decayed last CG iterate (not the backtracked one, Martens 2010 sec. 4.6)."""
         for p, chunk in zip(params, _split(decay * last_iterate, params)):
             state = self.state[p]
             state["cg_warm_start"] = chunk.clone()
@@ -252,12 +258,12 @@ class HessianFree(torch.optim.Optimizer):
             gradient = _flat(_vjp([loss], params, [torch.ones_like(loss)])).detach()
             curvature = self._curvature_product(loss, output, params)
             cg = conjugate_gradient(lambda v: curvature(v) + damping * v, -gradient,
-                                    self._warm_start(params).to(gradient), group["cg_max_iter"],
+                                    self._warm_start(params), group["cg_max_iter"],
                                     group["cg_min_iter"], group["cg_tol"], group["cg_store_ratio"])
         del curvature, output
         loss = loss.detach()
         loss_before = loss.item()
-        self._save_warm_start(params, cg.iterates[-1][1], group["cg_decay"])
+        self._record_step(params, cg.iterates[-1][1], group["cg_decay"])
 
         start = _flat(params).detach().clone()
 
