@@ -9,6 +9,8 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sip_train.run import ConfigError, train
@@ -22,7 +24,14 @@ def main(cfg: DictConfig) -> float | None:
         summary = train(cfg)
     except ConfigError as error:  # a bad configuration value: one clear line, no traceback
         log.error("error: %s", error)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return float("nan")  # recorded in the job's summary.json; the other jobs go on
         sys.exit(f"error: {error}")
+    except Exception:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        log.exception("job failed; its summary.json records why, the sweep goes on")
+        return float("nan")
     return summary["x_l1"]
 
 

@@ -48,6 +48,7 @@ class InverseProblemModule(LightningModule):
         self.figure_examples = figure_examples
         self.last_validated_step = -1
         self._figure_batch: tuple[torch.Tensor, ...] | None = None
+        self._reference_metrics: dict[int, dict[str, torch.Tensor]] = {}
 
     def predict(self, y_target: torch.Tensor) -> torch.Tensor:
         """The solution estimate x = NN(y*), with the problem's invariants applied."""
@@ -65,13 +66,16 @@ class InverseProblemModule(LightningModule):
         self.log("step", float(self.global_step))  # x-axis of every logger: updates done so far
         self.log("train/loss", result["loss"])
         self.log_dict({f"train/{name}": value.mean() for name, value in metrics.items()})
+        self.log_dict({f"train/{name}": value for name, value in result.get("stats", {}).items()})
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x_true, y_target = batch
         x = self.predict(y_target)
         y = self.problem.simulate(x)
         metrics = self.problem.metrics(x, x_true, y, y_target)
-        for name, value in metrics.items():
+        if batch_idx not in self._reference_metrics:  # the validation set is fixed: compute baselines once
+            self._reference_metrics[batch_idx] = self.problem.reference_metrics(x_true, y_target)
+        for name, value in {**metrics, **self._reference_metrics[batch_idx]}.items():
             self.log(f"val/{name}", value.mean(), batch_size=len(value), sync_dist=True, prog_bar=name == "x_l1")
         self.log("step", float(self.global_step), batch_size=len(x), sync_dist=False)
         if batch_idx == 0:

@@ -79,6 +79,11 @@ class InverseProblem(nn.Module):
         """Per-example metrics, each of shape (B,): x_l1 = sum |x - x*|, y_l2 = 1/2 sum (y - y*)^2."""
         return {"x_l1": (x - x_true).abs().flatten(1).sum(1), "y_l2": self.y_loss(y, y_target)}
 
+    def reference_metrics(self, x_true: torch.Tensor, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-example metrics of a non-learned baseline on the validation set (e.g. an iterative
+        solver), computed once and logged beside the network's at every validation."""
+        return {}
+
     def figure(self, x: torch.Tensor, x_true: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> Figure:
         """A few validation examples side by side: target, simulated prediction, prediction, truth."""
         return plots.field_rows(

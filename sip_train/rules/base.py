@@ -22,16 +22,16 @@ class UpdateRule:
     Args:
         optimizer: a torch optimizer class or partial (Hydra `_partial_: true`), given `lr`.
         lr: learning rate of that optimizer (must be positive).
+        create_graph: back-propagate with create_graph=True (AdaHessian's Hessian-vector
+            products need the graph of the gradient).
     """
 
-    #: backward with create_graph=True (AdaHessian's Hessian-vector products need it).
-    create_graph: bool = False
-
-    def __init__(self, optimizer: OptimizerFactory, lr: float) -> None:
-        if not isinstance(lr, (int, float)) or not lr > 0:
+    def __init__(self, optimizer: OptimizerFactory, lr: float, create_graph: bool = False) -> None:
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
             raise ValueError(f"optimizer.lr={lr!r} is invalid: must be a positive number")
         self.optimizer_factory = optimizer
         self.lr = float(lr)
+        self.create_graph = create_graph
 
     def check_problem(self, problem: InverseProblem) -> None:
         """Fail at start-up if this rule cannot train `problem` (e.g. SIP without an inverse update)."""
@@ -47,7 +47,11 @@ class UpdateRule:
         raise NotImplementedError
 
     def training_step(self, module: InverseProblemModule, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One parameter update on a batch; returns loss, prediction x and simulated y (detached)."""
+        """One parameter update on a batch.
+
+        Returns the batch objective `loss`, the prediction `x` and simulated `y` (detached), and
+        optionally `stats`: a dict of scalar diagnostics of the rule, logged as train/<name>.
+        """
         optimizer = module.optimizers()
         result: dict[str, torch.Tensor] = {}
 

@@ -19,8 +19,9 @@ class ProxyRule(UpdateRule):
         proxy_norm: "l2" (1/2 sum of squares) or "l1" (sum of absolute values) per example.
     """
 
-    def __init__(self, optimizer: OptimizerFactory, lr: float, eta: float = 1.0, proxy_norm: str = "l2") -> None:
-        super().__init__(optimizer, lr)
+    def __init__(self, optimizer: OptimizerFactory, lr: float, eta: float = 1.0, proxy_norm: str = "l2",
+                 create_graph: bool = False) -> None:
+        super().__init__(optimizer, lr, create_graph)
         if proxy_norm not in PROXY_NORMS:
             raise ValueError(f"optimizer.proxy_norm={proxy_norm!r} is invalid: choose one of {list(PROXY_NORMS)}")
         if not eta > 0:
