@@ -62,4 +62,4 @@ def mac_cormack(values: torch.Tensor, velocity: torch.Tensor, dt: float, dx: flo
     advected, corners = sample_periodic(values, -offset)
     round_trip = sample_periodic(advected, offset)[0]
     corrected = advected + 0.5 * (values - round_trip)
-    return torch.clamp(corrected, min=corners.amin(dim=2), max=corners.amax(dim=2))
+    return torch.clamp(corrected, min=corners.amin(dim=2).detach(), max=corners.amax(dim=2).detach())

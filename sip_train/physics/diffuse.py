@@ -36,7 +36,7 @@ def inverse_fourier_damped(residual: torch.Tensor, amount: float, relative_noise
     log_k = log_k.clamp(max=math.floor(math.log(torch.finfo(torch.float32).max)))
     spectrum = torch.fft.fft2(residual)
     amplitude = spectrum.abs()
-    signal_amplitude = resolution[0] * torch.exp(-log_k)
+    signal_amplitude = resolution[1] * torch.exp(-log_k)  # N = cells along x, as the authors
     noise_amplitude = torch.sqrt(((relative_noise * residual.abs()) ** 2).sum(dim=(-2, -1), keepdim=True))
     signal_likelihood = torch.exp(-0.5 * (amplitude / signal_amplitude) ** 2)
     noise_likelihood = torch.exp(-0.5 * (amplitude / noise_amplitude) ** 2)

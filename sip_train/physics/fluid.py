@@ -326,11 +326,17 @@ def sip_estimate(
     """Reverse-simulation estimate v~0 of the initial velocity (the fluid SIP update x~ = x + U(x)).
 
     v~0 = u + vortex(s), u = (centre - com(m0)) / t the uniform velocity that carries the
-    marker to the domain centre, s = vortex_strength(v0) + gain * mean_tau c(tau). A forward
-    simulation from (v0, m0) gives centres of mass f(tau); a reverse simulation (dt -> -dt)
-    from (v_t, m_t) gives r(tau); the vortex, moving with u, is at p(tau) = centre + u tau;
-    c(tau) = (f - r) x (r - p) > 0 where the forward marker lags the target's rotation
+    marker to the domain centre, s = vortex_strength(v0) + gain * mean_k c_k over the frames
+    k = 0..steps. A forward simulation from (v0, m0) gives centres of mass f_k; a reverse
+    simulation (dt -> -dt) from (v_t, m_t) gives r_k; with p_k the assumed vortex position,
+    c_k = (f_k - r_k) x (r_k - p_k) > 0 where the forward marker lags the target's rotation
     counter-clockwise. Small-scale velocity fluctuations are not estimated.
+
+    As in the authors' script, p_k = centre + u * k for k < steps (frame index, where the
+    vortex drifting with u would be at centre + u * k dt) and centre + u * t at the last frame.
+    Kept for fidelity: it lengthens the lever arms of the intermediate frames, which makes the
+    correction about twice as large (measured here: the vortex-strength error of repeated
+    estimates shrinks by ~25 % per call versus ~14 % with the drifting position).
 
     Args:
         v0: current centred estimate (B, 2, N, N).
@@ -352,8 +358,9 @@ def sip_estimate(
     forward_com = center_of_mass(markers.flatten(0, 1), size).view(batch, steps + 1, 2)
     reverse_com = center_of_mass(torch.stack(reverse[::-1], dim=1).flatten(0, 1), size).view(batch, steps + 1, 2)
     uniform_velocity = (size / 2 - forward_com[:, 0]) / (steps * dt)
-    times = dt * torch.arange(steps + 1, dtype=v0.dtype, device=v0.device)
-    vortex_path = size / 2 + uniform_velocity[:, None, :] * times[None, :, None]
+    drift_factor = torch.arange(steps + 1, dtype=v0.dtype, device=v0.device)
+    drift_factor[-1] = steps * dt
+    vortex_path = size / 2 + uniform_velocity[:, None, :] * drift_factor[None, :, None]
     mismatch = cross(forward_com - reverse_com, reverse_com - vortex_path).mean(dim=1)
     strength = vortex_strength(v0, size) + gain * mismatch
     return uniform_velocity[:, :, None, None] + vortex(strength, resolution, size)

@@ -44,5 +44,5 @@ def smooth_noise(
     weight = torch.where(k2 > 0.1, 1 / k2.clamp_min(1e-12), torch.zeros_like(k2)) ** smoothness
     dims = tuple(range(1, len(shape)))
     field = torch.fft.ifftn(coefficients * weight, dim=dims).real
-    field = field / field.std(dim=dims, keepdim=True)
+    field = field / field.std(dim=dims, keepdim=True, correction=0)
     return field - field.mean(dim=dims, keepdim=True)

@@ -1,0 +1,164 @@
+"""Speed of our pure-torch physics kernels against PhiFlow 3.4, the simulator of the paper.
+
+Times, after warm-up, the median wall-clock of each kernel on one batch of noise fields
+(B, H, W) on the CPU: the Laplacian, the Poisson solve (our DST-I and CG against PhiFlow's CG,
+both CG at the paper's rel_tol 1e-5 from x0 = 0) and periodic Fourier diffusion (amount 8).
+PhiFlow is called as in the authors' scripts (tum-pbs/SIP poisson/train_poisson.py,
+heat/train_heat.py).
+
+    python bench/physics_vs_phiflow.py --resolution 64 --batch 128 --repeats 5 --threads 1 \\
+        --write BENCHMARKS.md
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from phi.torch.flow import CenteredGrid, Solve, batch, diffuse, extrapolation, field, math, spatial
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sip_train.physics import diffuse as heat  # noqa: E402
+from sip_train.physics import poisson  # noqa: E402
+from sip_train.physics.noise import smooth_noise  # noqa: E402
+
+START, END = "<!-- physics_vs_phiflow:start -->", "<!-- physics_vs_phiflow:end -->"
+REL_TOL = 1e-5
+AMOUNT = 8.0
+
+
+def median_ms(kernel: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median wall-clock time of kernel() in milliseconds over `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        kernel()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        kernel()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def phiflow_grid(values: torch.Tensor, boundary) -> CenteredGrid:
+    """The authors' `CenteredGrid(..., x=W, y=H)` holding our (B, H, W) values (kept in (x, y) order)."""
+    tensor = math.tensor(values.transpose(-2, -1), batch("batch"), spatial("x,y"))
+    return CenteredGrid(tensor, boundary, x=values.shape[-1], y=values.shape[-2])
+
+
+def kernels(x: torch.Tensor) -> list[tuple[str, Callable[[], object], Callable[[], object]]]:
+    """(name, ours, PhiFlow's) for each kernel, all acting on the same fields x (B, H, W)."""
+    zero_grid, periodic_grid = phiflow_grid(x, 0), phiflow_grid(x, extrapolation.PERIODIC)
+
+    def phiflow_cg():
+        return field.solve_linear(field.laplace, zero_grid, Solve("CG", REL_TOL, 0, x0=zero_grid * 0))
+
+    return [
+        ("Laplacian (5-point, zero boundary)", lambda: poisson.laplace(x), lambda: field.laplace(zero_grid)),
+        ("Poisson solve: our DST-I vs PhiFlow CG 1e-5", lambda: poisson.solve_spectral(x), phiflow_cg),
+        ("Poisson solve: our CG 1e-5 vs PhiFlow CG 1e-5", lambda: poisson.solve_cg(x, REL_TOL), phiflow_cg),
+        (
+            f"Heat: periodic Fourier diffusion, amount {AMOUNT:g}",
+            lambda: heat.fourier(x, AMOUNT),
+            lambda: diffuse.fourier(periodic_grid, AMOUNT, 1),
+        ),
+    ]
+
+
+def table(rows: list[tuple[str, float, float]]) -> str:
+    """Markdown table of (kernel, ours ms, PhiFlow ms) with the speed-up PhiFlow / ours."""
+    lines = ["| kernel | ours (ms) | PhiFlow (ms) | speed-up |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.1f}x |" for name, ours, theirs in rows]
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    """CPU model name from lscpu, else platform.processor()."""
+    try:
+        listing = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        found = re.search(r"^Model name:\s*(.+)$", listing, re.MULTILINE)
+        if found:
+            return found.group(1).strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+def section(markdown_table: str, args: argparse.Namespace) -> str:
+    """The marked BENCHMARKS.md section: table, command, machine, threads, versions, date."""
+    import phi
+
+    command = "python bench/physics_vs_phiflow.py " + shlex.join(sys.argv[1:])
+    return "\n".join(
+        [
+            START,
+            "## Physics kernels: ours vs PhiFlow",
+            "",
+            f"{args.batch} noise fields of {args.resolution}x{args.resolution} cells, float{args.precision}, CPU; "
+            f"median of {args.repeats} calls after warm-up. Speed-up = PhiFlow time / our time. "
+            "PhiFlow's CG is called as in the authors' scripts, with `field.laplace` as a Python function "
+            "evaluated on Fields every iteration (no `jit_compile_linear`).",
+            "",
+            markdown_table,
+            "",
+            f"- command: `{command}`",
+            f"- machine: {cpu_model()}, {os.cpu_count()} logical CPUs ({platform.platform()})",
+            f"- torch threads: {torch.get_num_threads()}; torch {torch.__version__}, phiflow {phi.__version__}",
+            f"- date: {datetime.date.today().isoformat()}",
+            END,
+        ]
+    )
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace the marked section of `path` by text, or append it (creating the file if absent)."""
+    old = path.read_text() if path.exists() else ""
+    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
+    if pattern.search(old):
+        new = pattern.sub(lambda _: text, old, count=1)
+    else:
+        new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + text
+    path.write_text(new.rstrip("\n") + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--resolution", type=int, default=64, help="cells per axis")
+    parser.add_argument("--batch", type=int, default=128, help="fields per call")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per kernel (median)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--precision", type=int, choices=(32, 64), default=32, help="float bits, both libraries")
+    parser.add_argument("--write", type=Path, help="Markdown file whose marked section receives the results")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    dtype = torch.float32 if args.precision == 32 else torch.float64
+    generator = torch.Generator().manual_seed(0)
+    x = smooth_noise(args.batch, (args.resolution, args.resolution), generator, dtype=dtype)
+    timings: dict[Callable[[], object], float] = {}  # PhiFlow's CG serves two rows; time it once
+
+    def measure(kernel: Callable[[], object]) -> float:
+        if kernel not in timings:
+            timings[kernel] = median_ms(kernel, args.repeats)
+        return timings[kernel]
+
+    with math.precision(args.precision):
+        rows = [(name, measure(ours), measure(theirs)) for name, ours, theirs in kernels(x)]
+    markdown = table(rows)
+    print(markdown)
+    if args.write is not None:
+        write_section(args.write, section(markdown, args))
+        print(f"wrote section to {args.write}")
+
+
+if __name__ == "__main__":
+    main()
