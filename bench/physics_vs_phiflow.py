@@ -12,41 +12,21 @@ heat/train_heat.py).
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import re
-import shlex
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 from phi.torch.flow import CenteredGrid, Solve, batch, diffuse, extrapolation, field, math, spatial
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import median_ms, provenance, write_section  # noqa: E402
 from sip_train.physics import diffuse as heat  # noqa: E402
 from sip_train.physics import poisson  # noqa: E402
 from sip_train.physics.noise import smooth_noise  # noqa: E402
 
-START, END = "<!-- physics_vs_phiflow:start -->", "<!-- physics_vs_phiflow:end -->"
 REL_TOL = 1e-5
 AMOUNT = 8.0
-
-
-def median_ms(kernel: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median wall-clock time of kernel() in milliseconds over `repeats` calls after `warmup` calls."""
-    for _ in range(warmup):
-        kernel()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        kernel()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def phiflow_grid(values: torch.Tensor, boundary) -> CenteredGrid:
@@ -81,26 +61,12 @@ def table(rows: list[tuple[str, float, float]]) -> str:
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    """CPU model name from lscpu, else platform.processor()."""
-    try:
-        listing = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        found = re.search(r"^Model name:\s*(.+)$", listing, re.MULTILINE)
-        if found:
-            return found.group(1).strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
-
-
 def section(markdown_table: str, args: argparse.Namespace) -> str:
     """The marked BENCHMARKS.md section: table, command, machine, threads, versions, date."""
     import phi
 
-    command = "python bench/physics_vs_phiflow.py " + shlex.join(sys.argv[1:])
     return "\n".join(
         [
-            START,
             "## Physics kernels: ours vs PhiFlow",
             "",
             f"{args.batch} noise fields of {args.resolution}x{args.resolution} cells, float{args.precision}, CPU; "
@@ -110,24 +76,10 @@ def section(markdown_table: str, args: argparse.Namespace) -> str:
             "",
             markdown_table,
             "",
-            f"- command: `{command}`",
-            f"- machine: {cpu_model()}, {os.cpu_count()} logical CPUs ({platform.platform()})",
-            f"- torch threads: {torch.get_num_threads()}; torch {torch.__version__}, phiflow {phi.__version__}",
-            f"- date: {datetime.date.today().isoformat()}",
-            END,
+            *provenance("bench/physics_vs_phiflow.py"),
+            f"- phiflow {phi.__version__}",
         ]
     )
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace the marked section of `path` by text, or append it (creating the file if absent)."""
-    old = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: text, old, count=1)
-    else:
-        new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + text
-    path.write_text(new.rstrip("\n") + "\n")
 
 
 def main() -> None:
@@ -156,7 +108,7 @@ def main() -> None:
     markdown = table(rows)
     print(markdown)
     if args.write is not None:
-        write_section(args.write, section(markdown, args))
+        write_section(args.write, "physics_vs_phiflow", section(markdown, args))
         print(f"wrote section to {args.write}")
 
 
