@@ -32,7 +32,9 @@ def main(cfg: DictConfig) -> float | None:
             raise
         log.exception("job failed; its summary.json records why, the sweep goes on")
         return float("nan")
-    return summary["x_l1"]
+    if summary["status"] == "diverged" and HydraConfig.get().mode != RunMode.MULTIRUN:
+        sys.exit(f"error: training diverged at step {summary['diverged_step']}; see {summary['run_dir']}")
+    return summary["x_l1"] if summary["status"] == "completed" else float("nan")
 
 
 if __name__ == "__main__":

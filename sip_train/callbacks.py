@@ -1,11 +1,20 @@
-"""Callbacks every run uses: step timing and a step-based progress bar."""
+"""Callbacks every run uses: step timing, progress, divergence and preemption handling."""
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import statistics
+import threading
 import time
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
 
 
 class StepTimer(Callback):
@@ -43,8 +52,100 @@ class StepProgressBar(TQDMProgressBar):
     def total_train_batches(self) -> int | float:
         return self.trainer.max_steps if self.trainer.max_steps > 0 else float("inf")
 
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
     def on_train_epoch_start(self, trainer: Trainer, *_) -> None:
         super().on_train_epoch_start(trainer)
         self.train_progress_bar.reset(self.total_train_batches)
         self.train_progress_bar.initial = trainer.global_step
         self.train_progress_bar.set_description("Training steps")
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss, prediction or parameter."""
+
+    def __init__(self, step: int, what: str) -> None:
+        super().__init__(f"training diverged at step {step}: non-finite {what}")
+        self.step = step
+
+
+class DivergenceGuard(Callback):
+    """Stops a run at its first non-finite loss, prediction or parameter, before it is checkpointed.
+
+    Each step only updates a flag on the device (no host synchronisation); the flag is read every
+    `check_every` steps and before every validation, checkpoint and the end of training, so a
+    non-finite state is never saved. A checkpoint of the initial weights is written at the start,
+    so a run that diverges at once still leaves a last finite checkpoint.
+    """
+
+    def __init__(self, last_checkpoint: str, check_every: int = 10) -> None:
+        self.last_checkpoint = last_checkpoint
+        self.check_every = check_every
+        self._first_bad_step: torch.Tensor | None = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._first_bad_step = torch.full((), -1, dtype=torch.long, device=pl_module.device)
+        if not os.path.exists(self.last_checkpoint):
+            trainer.save_checkpoint(self.last_checkpoint)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        finite = torch.isfinite(outputs["loss"]).all() & torch.isfinite(outputs["x"]).all()
+        unseen = self._first_bad_step < 0
+        self._first_bad_step = torch.where(unseen & ~finite, trainer.global_step, self._first_bad_step)
+        step = trainer.global_step
+        interval = trainer.val_check_interval if isinstance(trainer.val_check_interval, int) else 1
+        if step % self.check_every == 0 or step % interval == 0 or step >= trainer.max_steps > 0:
+            self.check(trainer, pl_module)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and self.is_finite(pl_module):
+            trainer.save_checkpoint(self.last_checkpoint)  # preemption: keep every finished step
+
+    def is_finite(self, pl_module: LightningModule) -> bool:
+        """Whether every step so far and every parameter is finite (synchronises with the device)."""
+        bad_step = -1 if self._first_bad_step is None else int(self._first_bad_step)
+        return bad_step < 0 and all(bool(torch.isfinite(p).all()) for p in pl_module.parameters())
+
+    def check(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Raise DivergedError if the run has gone non-finite."""
+        bad_step = int(self._first_bad_step)
+        if bad_step >= 0:
+            raise DivergedError(bad_step, "loss or prediction")
+        if not all(bool(torch.isfinite(p).all()) for p in pl_module.parameters()):
+            raise DivergedError(trainer.global_step, "network parameters")
+
+
+class Preemption(Callback):
+    """SIGUSR1 (SLURM's warning signal) stops training like SIGTERM does in Lightning.
+
+    Lightning turns SIGTERM into a SIGTERMException after the current step; this adds the same
+    for SIGUSR1 unless Lightning's SLURM auto-requeue already handles it. `DivergenceGuard`
+    then checkpoints the finished steps and `train` records the run as interrupted.
+    """
+
+    def __init__(self) -> None:
+        self._received = False
+        self._previous: object = None
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        environment = trainer._accelerator_connector.cluster_environment
+        if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
+            return
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGUSR1, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        log.warning("received signal %d: saving a checkpoint and stopping after this step", signum)
+        self._received = True
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        if self._received:
+            raise SIGTERMException
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGUSR1, self._previous)
+            self._previous = None

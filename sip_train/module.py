@@ -59,7 +59,7 @@ class InverseProblemModule(LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.rule.make_optimizer(self.network.parameters())
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         x_true, y_target = batch
         result = self.rule.training_step(self, y_target)
         metrics = self.problem.metrics(result["x"], x_true, result["y"], y_target)
@@ -67,6 +67,7 @@ class InverseProblemModule(LightningModule):
         self.log("train/loss", result["loss"])
         self.log_dict({f"train/{name}": value.mean() for name, value in metrics.items()})
         self.log_dict({f"train/{name}": value for name, value in result.get("stats", {}).items()})
+        return result
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x_true, y_target = batch

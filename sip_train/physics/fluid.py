@@ -34,7 +34,10 @@ SIP_GAIN = 1e-3
 
 
 def centered_to_staggered(velocity: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation of a centred velocity (..., 2, H, W) to the faces: vx_i-1/2 = (vx_i-1 + vx_i) / 2."""
+    """Linear interpolation of a centred velocity (..., 2, H, W) to the faces.
+
+    vx on x-face i (between cells i - 1 and i) = (vx[i - 1] + vx[i]) / 2, likewise vy along y.
+    """
     vx, vy = velocity.unbind(dim=-3)
     return torch.stack([0.5 * (vx + vx.roll(1, -1)), 0.5 * (vy + vy.roll(1, -2))], dim=-3)
 
@@ -45,8 +48,8 @@ def staggered_to_centered(velocity: torch.Tensor) -> torch.Tensor:
     return torch.stack([0.5 * (vx + vx.roll(-1, -1)), 0.5 * (vy + vy.roll(-1, -2))], dim=-3)
 
 
-def velocity_at_faces(velocity: torch.Tensor) -> torch.Tensor:
-    """Full velocity vector at the faces of each staggered component.
+def velocity_at_faces(velocity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The velocity components at the faces of both staggered components.
 
     The normal component is the stored one; the tangential one is the mean of the four
     surrounding faces of the other orientation (bilinear interpolation at the face centre).
@@ -55,18 +58,18 @@ def velocity_at_faces(velocity: torch.Tensor) -> torch.Tensor:
         velocity: staggered velocity (B, 2, H, W).
 
     Returns:
-        (B, 2, 2, H, W): [:, 0] = (vx, vy) at the x-faces, [:, 1] = (vx, vy) at the y-faces.
+        vx and vy, each (B, 2, H, W) with channel 0 at the x-faces and channel 1 at the y-faces.
     """
     vx, vy = velocity.unbind(dim=1)
     vy_between_rows = 0.5 * (vy + vy.roll(-1, -2))
     vx_between_columns = 0.5 * (vx + vx.roll(-1, -1))
     vy_at_x_faces = 0.5 * (vy_between_rows + vy_between_rows.roll(1, -1))
     vx_at_y_faces = 0.5 * (vx_between_columns + vx_between_columns.roll(1, -2))
-    return torch.stack([torch.stack([vx, vy_at_x_faces], dim=1), torch.stack([vx_at_y_faces, vy], dim=1)], dim=1)
+    return torch.stack([vx, vx_at_y_faces], dim=1), torch.stack([vy_at_x_faces, vy], dim=1)
 
 
 def divergence(velocity: torch.Tensor, dx: float) -> torch.Tensor:
-    """Exact cell divergence of a staggered velocity: (vx_i+1 - vx_i + vy_j+1 - vy_j) / dx, (..., 2, H, W) -> (..., H, W)."""
+    """Cell divergence (vx[i+1] - vx[i] + vy[j+1] - vy[j]) / dx of a staggered (..., 2, H, W) -> (..., H, W)."""
     vx, vy = velocity.unbind(dim=-3)
     return (vx.roll(-1, -1) - vx + vy.roll(-1, -2) - vy) / dx
 
@@ -130,9 +133,9 @@ def step(velocity: torch.Tensor, marker: torch.Tensor, dt: float, dx: float) -> 
         The velocity and the marker after the step, same shapes.
     """
     initial_energy = energy(velocity)
-    velocity = advect.mac_cormack(velocity, velocity_at_faces(velocity), dt, dx)
+    velocity = advect.mac_cormack(velocity, *velocity_at_faces(velocity), dt, dx)
     velocity = rescale_energy(make_incompressible(velocity), initial_energy)
-    marker = advect.mac_cormack(marker, staggered_to_centered(velocity).unsqueeze(1), dt, dx)
+    marker = advect.mac_cormack(marker, *staggered_to_centered(velocity).split(1, dim=1), dt, dx)
     return velocity, marker
 
 
@@ -206,11 +209,11 @@ def vortex(
 
 
 def vortex_strength(velocity: torch.Tensor, size: float = DOMAIN_SIZE, sigma: float = VORTEX_SIGMA) -> torch.Tensor:
-    """Least-squares-like read-out of the central vortex strength of a centred velocity (B, 2, N, N) -> (B,).
+    """Strength of the central vortex read off a centred velocity, (B, 2, N, N) -> (B,).
 
-    mean(d x v) / mean(exp(-|d|^2 / (2 sigma^2)) |d|^2) over the cells: exact for `vortex`, blind to
-    any uniform velocity (the cell centres are symmetric about the domain centre). The
-    denominator is 120.5 at 64 x 64, the constant of the authors' script.
+    mean(d x v) / mean(exp(-|d|^2 / (2 sigma^2)) |d|^2) over the cells, d = p - centre: exact
+    for `vortex`, blind to any uniform velocity (the cell centres are symmetric about the
+    centre). The denominator is 120.5 at 64 x 64, the constant of the authors' script.
     """
     offset = cell_centers(velocity.shape[-1], size, velocity.dtype, velocity.device) - size / 2
     squared_distance = (offset**2).sum(dim=0)
@@ -229,7 +232,9 @@ def box_fraction(lower: torch.Tensor, upper: torch.Tensor, resolution: int, size
 # --- data -----------------------------------------------------------------------------------
 
 
-def _random_marker(n: int, generator: torch.Generator, resolution: int, size: float, dtype: torch.dtype) -> torch.Tensor:
+def _random_marker(
+    n: int, generator: torch.Generator, resolution: int, size: float, dtype: torch.dtype
+) -> torch.Tensor:
     """Thresholded noise in a box of side 56 (length units) at a random position, (n, 1, N, N).
 
     The box centre is uniform in the central half of the domain. As PhiFlow's `discretize`,
@@ -239,8 +244,8 @@ def _random_marker(n: int, generator: torch.Generator, resolution: int, size: fl
     options = dict(generator=generator, device=generator.device, dtype=dtype)
     center = torch.rand(n, 2, **options) * (size / 2) + size / 4
     box = box_fraction(center - MARKER_BOX / 2, center + MARKER_BOX / 2, resolution, size)
-    noise = smooth_noise(n, (resolution, resolution), generator, scale=NOISE_SCALE * resolution / size, dtype=dtype)
-    noise = noise.unsqueeze(1) * box
+    noise_scale = NOISE_SCALE * resolution / size  # in cells
+    noise = smooth_noise(n, (resolution, resolution), generator, scale=noise_scale, dtype=dtype).unsqueeze(1) * box
     fill_fraction = torch.rand(n, **options) * 0.1 + 0.05
     filled_cells = torch.round(fill_fraction * resolution**2).long().clamp_min(1)
     ranked = noise.flatten(1).sort(dim=1, descending=True).values
@@ -276,7 +281,8 @@ def sample(
     m0 = _random_marker(n, generator, resolution, size, dtype)
     uniform_velocity = (size / 2 - center_of_mass(m0, size)) / DURATION
     strength = (torch.rand(n, generator=generator, device=generator.device, dtype=dtype) - 0.5) * 4
-    fluctuations = smooth_noise(2 * n, (resolution, resolution), generator, scale=NOISE_SCALE * resolution / size, dtype=dtype)
+    noise_scale = NOISE_SCALE * resolution / size  # in cells
+    fluctuations = smooth_noise(2 * n, (resolution, resolution), generator, scale=noise_scale, dtype=dtype)
     v0 = (
         uniform_velocity[:, :, None, None]
         + vortex(strength, resolution, size)

@@ -8,7 +8,8 @@ with conjugate gradient (CG), using only curvature-vector products B v: the gene
 Gauss-Newton matrix B = G = J^T (d2L/dx2) J of loss = L(x(theta)) (J = dx/dtheta, x the
 network output), or the true Hessian of f. The CG iterates are backtracked, the step size is
 found by an Armijo line search, and lambda follows the Levenberg-Marquardt rule on the
-reduction ratio rho = (f(theta + p) - f(theta)) / (q(p) - q(0)).
+reduction ratio rho = (f(theta + p) - f(theta)) / (q(p) - q(0)). `HessianFreeRule` trains a
+network on an inverse problem with it (`optimizer=hessian_free`).
 
 References:
     J. Martens, "Deep learning via Hessian-free optimization", ICML 2010.
@@ -16,12 +17,20 @@ References:
     optimization", Neural Networks: Tricks of the Trade, 2012.
 """
 
+from __future__ import annotations
+
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from sip_train.rules.gradient import PhysicsGradient
+
+if TYPE_CHECKING:
+    from sip_train.module import InverseProblemModule
 
 Forward = Callable[[], tuple[Tensor, Tensor | None]]
 MatVec = Callable[[Tensor], Tensor]
@@ -324,3 +333,49 @@ class HessianFree(torch.optim.Optimizer):
                 return step_size, trial
             step_size *= group["armijo_shrink"]
         return 0.0, loss
+
+
+class HessianFreeRule(PhysicsGradient):
+    """Train on the physics loss with `HessianFree`, the Gauss-Newton split at the prediction x.
+
+    Curvature products use G = J^T (d2L/dx2) J with J = dx/dtheta and x = NN(y*) after the
+    problem's `prepare_prediction`, so G is positive semi-definite wherever L is convex in x
+    (every linear physics). The step runs through Lightning's optimizer, so the step counter
+    advances and lambda and the CG warm start are saved in, and restored from, checkpoints.
+    Logged per step: damping (the lambda of this step's CG), cg_iterations, reduction_ratio
+    (rho) and step_size (0 when the line search rejected the step).
+
+    Args:
+        optimizer: a `HessianFree` partial holding its settings (curvature, damping, CG).
+        lr: first step size of the Armijo line search.
+        create_graph: unused (the optimizer builds the graphs its curvature products need).
+    """
+
+    def __init__(self, optimizer: Callable[..., HessianFree], lr: float, create_graph: bool = False) -> None:
+        super().__init__(optimizer, lr, create_graph)
+        self.make_optimizer([torch.zeros(1, requires_grad=True)])  # bad settings fail at start-up, not in fit
+
+    def training_step(self, module: InverseProblemModule, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+        optimizer = module.optimizers()
+        result: dict[str, torch.Tensor] = {}
+        buffers: list[Tensor] = []
+
+        def closure() -> tuple[Tensor, Tensor]:
+            x = module.predict(y_target)
+            per_example, y = self.objective(module.problem, x, y_target)
+            loss = module.problem.reduce(per_example)
+            if not result:  # the first call, with a graph, at the parameters before the step
+                result.update(loss=loss.detach(), x=x.detach(), y=y)
+                buffers.extend(buffer.detach().clone() for buffer in module.network.buffers())
+            return loss, x
+
+        optimizer.step(closure=closure)
+        # line-search forward passes must not move running statistics (batch norm): keep the first pass's
+        with torch.no_grad():
+            for buffer, saved in zip(module.network.buffers(), buffers):
+                buffer.copy_(saved)
+        stats = optimizer.last_stats
+        result["stats"] = {name: torch.tensor(stats[key], device=y_target.device) for name, key in (
+            ("damping", "damping"), ("cg_iterations", "cg_iters"), ("reduction_ratio", "rho"),
+            ("step_size", "step_size"))}
+        return result

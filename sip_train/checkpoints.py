@@ -1,0 +1,65 @@
+"""Which checkpoint a run continues from, checked before training starts."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import torch
+
+LAST = "last.ckpt"
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    """Where a run keeps its checkpoints (last.ckpt and the best one)."""
+    return Path(run_dir) / "checkpoints"
+
+
+def newest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The most recent of <run_dir>/checkpoints/last.ckpt and Lightning's SLURM hpc_ckpt_*.ckpt, if any."""
+    candidates = [checkpoint_dir(run_dir) / LAST, *Path(run_dir).glob("hpc_ckpt_*.ckpt")]
+    existing = [path for path in candidates if path.is_file()]
+    return max(existing, key=lambda path: path.stat().st_mtime) if existing else None
+
+
+def resolve_resume(run_dir: str | Path, ckpt_path: str | None, resume: bool) -> Path | None:
+    """The checkpoint to continue from: `ckpt_path` (a file, or "last" for this run's newest), else, when
+    `resume` is on, this run directory's newest checkpoint if it has one, else None (a fresh start).
+
+    Raises:
+        ValueError: naming the path, if the checkpoint is missing or cannot be read.
+    """
+    if ckpt_path in (None, "", "last"):
+        path = newest_checkpoint(run_dir) if (resume or ckpt_path == "last") else None
+        if ckpt_path == "last" and path is None:
+            raise ValueError(f"ckpt_path=last: no checkpoint in {checkpoint_dir(run_dir)} to continue from")
+    else:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise ValueError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    if path is not None:
+        checkpoint_step(path)
+    return path
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step stored in a checkpoint; a ValueError naming the path if it is unreadable."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    except Exception as error:  # noqa: BLE001 - any failure to read means the file is unusable
+        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}: {error})") from error
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop rows logged after `last_step` from a metrics CSV, so a resumed run does not repeat them."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        fields, rows = reader.fieldnames or [], [row for row in reader if float(row["step"]) <= last_step]
+    temporary = path.with_suffix(".csv.tmp")
+    with temporary.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
