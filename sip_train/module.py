@@ -78,7 +78,7 @@ class InverseProblemModule(LightningModule):
             self._reference_metrics[batch_idx] = self.problem.reference_metrics(x_true, y_target)
         for name, value in {**metrics, **self._reference_metrics[batch_idx]}.items():
             self.log(f"val/{name}", value.mean(), batch_size=len(value), sync_dist=True, prog_bar=name == "x_l1")
-        self.log("step", float(self.global_step), batch_size=len(x), sync_dist=False)
+        self.log("step", float(self.global_step), batch_size=len(x), sync_dist=True)
         if batch_idx == 0:
             self._figure_batch = tuple(t[: self.figure_examples] for t in (x, x_true, y, y_target))
 

@@ -37,10 +37,14 @@ class ConfigError(ValueError):
 
 
 def root_cause(error: BaseException) -> BaseException:
-    """The innermost exception of a chain (Hydra wraps constructor errors in its own)."""
-    while error.__cause__ is not None:
+    """The innermost ValueError or TypeError of a chain: the message written for the user
+    (Hydra wraps constructor errors in its own exception; ours may wrap a library's)."""
+    found = error
+    while error is not None:
+        if isinstance(error, (ValueError, TypeError)) and not isinstance(error, InstantiationException):
+            found = error
         error = error.__cause__
-    return error
+    return found
 
 
 def _trainer_options(cfg: DictConfig) -> DictConfig:

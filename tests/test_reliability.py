@@ -1,0 +1,184 @@
+"""A killed, diverged or misconfigured run loses nothing and says what happened."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import fsspec.implementations.local
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO
+from sip_train import loggers
+from sip_train.data import SyntheticData
+from sip_train.module import InverseProblemModule
+from sip_train.problems.poisson import Poisson
+from sip_train.run import ConfigError, train
+from sip_train.summary import read_summary
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+# ~40 ms steps: long enough to be killed mid-way, short enough for the suite.
+RUN = ["logger=csv", "trainer.enable_progress_bar=false", "problem=heat", "optimizer=sip", "problem.resolution=16",
+       "network.levels=3", "data.batch_size=8", "data.val_size=8", "trainer.max_steps=120",
+       "trainer.val_check_interval=30", "trainer.log_every_n_steps=5", "figure_examples=0", "threads=1"]
+
+
+def train_command(run_dir, *extra: str) -> list[str]:
+    return [sys.executable, "train.py", *RUN, f"hydra.run.dir={run_dir}", *extra]
+
+
+def validation_rows(run_dir) -> pd.DataFrame:
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    return metrics.dropna(subset=["val/x_l1"])[["step", "val/x_l1"]].reset_index(drop=True)
+
+
+def test_a_run_killed_with_sigterm_resumes_and_ends_like_an_uninterrupted_one(tmp_path):
+    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    subprocess.run(train_command(uninterrupted), cwd=REPO, env=ENV, check=True, capture_output=True, timeout=300)
+
+    process = subprocess.Popen(train_command(interrupted), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (interrupted / "metrics.csv").exists() or len(validation_rows(interrupted)) < 2:
+        assert process.poll() is None and time.time() < deadline, "the run ended before it could be interrupted"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    summary = read_summary(interrupted)
+    assert summary["status"] == "interrupted"
+    assert 30 <= summary["steps"] < 120
+    assert torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == summary["steps"]
+
+    subprocess.run(train_command(interrupted), cwd=REPO, env=ENV, check=True, capture_output=True, timeout=300)
+    resumed, reference = read_summary(interrupted), read_summary(uninterrupted)
+    assert resumed["status"] == "completed" and resumed["steps"] == reference["steps"] == 120
+    assert resumed["x_l1"] == pytest.approx(reference["x_l1"], rel=1e-4)
+    rows, reference_rows = validation_rows(interrupted), validation_rows(uninterrupted)
+    assert rows["step"].tolist() == reference_rows["step"].tolist() == [0, 30, 60, 90, 120]
+    assert rows["val/x_l1"].tolist() == pytest.approx(reference_rows["val/x_l1"].tolist(), rel=1e-4)
+
+
+def test_a_huge_learning_rate_ends_as_diverged_with_a_finite_checkpoint(tiny_config, tmp_path):
+    summary = train(tiny_config("problem=poisson", "optimizer=sgd", "optimizer.lr=1e6", "trainer.max_steps=20",
+                                "trainer.val_check_interval=10", "divergence_check_every=1"))
+    assert summary["status"] == "diverged"
+    assert 0 <= summary["diverged_step"] < 20
+    assert read_summary(tmp_path)["status"] == "diverged"
+    model = InverseProblemModule.load_from_checkpoint(summary["last_checkpoint"])
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_the_command_line_reports_divergence_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "train.py", "logger=csv", f"hydra.run.dir={tmp_path}", "optimizer=sgd", "optimizer.lr=1e6",
+         "problem.resolution=16", "network.levels=2", "data.batch_size=4", "data.val_size=4", "trainer.max_steps=10",
+         "trainer.enable_progress_bar=false", "divergence_check_every=1"],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: training diverged at step")
+
+
+def test_two_process_cpu_ddp_run_completes_with_one_summary(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=csv",
+         "trainer.max_steps=4", "trainer.val_check_interval=2", "problem.resolution=16", "network.levels=2",
+         "data.batch_size=4", "data.val_size=8", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list(tmp_path.glob("summary*.json")) == [tmp_path / "summary.json"]
+    summary = read_summary(tmp_path)
+    assert summary["status"] == "completed" and summary["steps"] == 4
+    assert result.stderr.count("GLOBAL_RANK") == 2
+
+
+def test_ranks_draw_distinct_training_samples_and_share_the_validation_set():
+    data = SyntheticData(Poisson(resolution=8), batch_size=4, val_size=4, seed=0)
+    rank0, rank1 = data.train_batch(3, torch.device("cpu"), 0), data.train_batch(3, torch.device("cpu"), 1)
+    assert not torch.equal(rank0[0], rank1[0])
+    assert torch.equal(rank0[0], data.train_batch(3, torch.device("cpu"), 0)[0])  # a pure function of the step
+    assert not torch.equal(rank0[0], data.train_batch(4, torch.device("cpu"), 0)[0])
+    validation = data.validation_set(torch.device("cpu"))[0]
+    training = torch.cat([data.train_batch(step, torch.device("cpu"))[0] for step in range(25)])
+    assert torch.cdist(validation.flatten(1), training.flatten(1)).min() > 1e-3  # disjoint from training data
+
+
+def test_a_finite_training_set_cycles_through_every_example():
+    data = SyntheticData(Poisson(resolution=8), batch_size=3, val_size=4, train_size=6, seed=0)
+    seen = torch.cat([data.train_batch(step, torch.device("cpu"))[0] for step in range(2)])
+    assert torch.unique(seen.flatten(1), dim=0).shape[0] == 6
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optimizer.lr=abc", "optimizer.lr='abc' is invalid: must be a positive number"),
+        ("data.batch_size=1.5", "data.batch_size=1.5 is invalid: must be a positive integer"),
+        ("seed=-3", "seed=-3 is invalid: must be a non-negative integer"),
+        ("trainer.max_steps=0", "trainer.max_steps=0 is invalid: must be a positive integer"),
+        ("trainer.val_check_interval=0", "trainer.val_check_interval=0 is invalid: must be a positive integer"),
+        ("problem.solver=multigrid", "problem.solver='multigrid' is invalid: choose one of ['spectral', 'cg']"),
+        ("ckpt_path=/nonexistent/last.ckpt", "ckpt_path=/nonexistent/last.ckpt: no such checkpoint file"),
+        ("ckpt_path=last", "ckpt_path=last: no checkpoint in"),
+    ],
+)
+def test_each_class_of_bad_value_names_key_value_and_what_is_allowed(override, message, tiny_config):
+    with pytest.raises(ConfigError, match="^" + message.replace("[", r"\[").replace("]", r"\]")):
+        train(tiny_config(override))
+
+
+def test_a_corrupt_checkpoint_is_named(tiny_config, tmp_path):
+    corrupt = tmp_path / "broken.ckpt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=f"checkpoint {corrupt} is corrupt or unreadable"):
+        train(tiny_config(f"ckpt_path={corrupt}"))
+
+
+def test_an_interrupted_checkpoint_write_leaves_the_previous_checkpoint_intact(tiny_config, tmp_path, monkeypatch):
+    summary = train(tiny_config("trainer.max_steps=2"))
+    last = summary["last_checkpoint"]
+    before = open(last, "rb").read()
+
+    def write_half_then_die(self, data):
+        self.f.write(data[: len(data) // 2])
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(fsspec.implementations.local.LocalFileOpener, "write", write_half_then_die)
+    module = InverseProblemModule.load_from_checkpoint(last)
+    trainer = __import__("lightning").pytorch.Trainer(logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(last)
+    assert open(last, "rb").read() == before
+
+
+def test_wandb_mode_follows_credentials_and_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert loggers.resolve_mode("auto") == "offline"
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n")
+    assert loggers.resolve_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert loggers.resolve_mode("auto") == "disabled"
+
+
+def test_wandb_falls_back_to_offline_when_it_cannot_go_online(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    real_init = loggers.wandb.init
+
+    def init(mode, **kwargs):
+        if mode == "online":
+            raise TimeoutError("no network")
+        return real_init(mode=mode, **kwargs)
+
+    monkeypatch.setattr(loggers.wandb, "init", init)
+    logger = loggers.wandb_logger(save_dir=str(tmp_path), name="fallback")
+    assert logger.experiment.settings.mode == "offline"
+    run_id = logger.experiment.id
+    loggers.wandb.finish()
+    assert loggers.wandb_logger(save_dir=str(tmp_path)).experiment.id == run_id  # resumed under the same id
+    loggers.wandb.finish()
