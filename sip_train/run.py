@@ -158,6 +158,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             y_l2=float(metrics["val/y_l2"]) if "val/y_l2" in metrics else None,
             **{k.removeprefix("val/"): float(v) for k, v in metrics.items()
                if k.startswith("val/") and k not in ("val/x_l1", "val/y_l2")},
+            peak_gpu_memory_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
             last_checkpoint=str(last_checkpoint) if last_checkpoint.exists() else None,
             best_checkpoint=callbacks[1].best_model_path or None,
         )
