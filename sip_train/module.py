@@ -30,6 +30,13 @@ def build_components(
     return problem_obj, network_obj, rule
 
 
+def compile_components(problem: InverseProblem, network: torch.nn.Module) -> None:
+    """torch.compile the network (in place: state_dict keys stay the same) and the problem's physics."""
+    network.compile()
+    for hook in ("simulate", "inverse_update"):
+        setattr(problem, hook, torch.compile(getattr(problem, hook)))
+
+
 class InverseProblemModule(LightningModule):
     """Trains a network x = NN(y*) on one inverse problem with one update rule.
 
@@ -37,13 +44,16 @@ class InverseProblemModule(LightningModule):
     hyper-parameters, so `InverseProblemModule.load_from_checkpoint(path)` rebuilds it).
     """
 
-    def __init__(self, problem: dict, optimizer: dict, network: dict, seed: int = 0, figure_examples: int = 3) -> None:
+    def __init__(self, problem: dict, optimizer: dict, network: dict, seed: int = 0, figure_examples: int = 3,
+                 compile: bool = False) -> None:
         super().__init__()
         blocks = {name: OmegaConf.create(OmegaConf.to_container(OmegaConf.create(block), resolve=True))
                   for name, block in (("problem", problem), ("optimizer", optimizer), ("network", network))}
         self.save_hyperparameters({**{k: OmegaConf.to_container(v) for k, v in blocks.items()},
-                                   "seed": seed, "figure_examples": figure_examples})
+                                   "seed": seed, "figure_examples": figure_examples, "compile": compile})
         self.problem, self.network, self.rule = build_components(blocks["problem"], blocks["optimizer"], blocks["network"], seed)
+        if compile:
+            compile_components(self.problem, self.network)
         self.automatic_optimization = False
         self.figure_examples = figure_examples
         self.last_validated_step = -1

@@ -107,7 +107,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         resume_from = resolve_resume(run_dir, cfg.get("ckpt_path"), cfg.get("resume", True))
         if resume_from is not None and is_rank_zero:
             truncate_metrics(run_dir / "metrics.csv", checkpoint_step(resume_from))
-        module = InverseProblemModule(cfg.problem, cfg.optimizer, cfg.network, cfg.seed, cfg.figure_examples)
+        module = InverseProblemModule(cfg.problem, cfg.optimizer, cfg.network, cfg.seed, cfg.figure_examples,
+                                      cfg.get("compile", False))
         data = instantiate(cfg.data, problem=module.problem, seed=cfg.seed)
         last_checkpoint = checkpoint_dir(run_dir) / LAST
         timer = StepTimer()
