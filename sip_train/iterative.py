@@ -175,17 +175,20 @@ def compare(
 
 
 def figure(table: pd.DataFrame, curves: pd.DataFrame, metric: str = "x_l1") -> plt.Figure:
-    """The solvers' mean metric against iterations and time, networks as horizontal lines."""
+    """The solvers' mean metric against iterations and against time, the networks as dashed lines."""
+    from sip_train.sweep.report import log_scale_if_positive
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    networks = table[table["iterations"].isna()]
     for ax, x, label in ((axes[0], "iteration", "iteration"), (axes[1], "time_s", "time for all examples [s]")):
         for method, points in curves.groupby("method", sort=False):
+            points = points[points[x] > 0] if x == "time_s" else points
             ax.plot(points[x], points[metric], label=method)
-        for _, row in table[table["iterations"].isna()].iterrows():
-            ax.axhline(row[metric], ls="--", color="gray" if "adam" in row["method"].lower() else "black",
-                       lw=1, label=row["method"])
+        for index, (_, row) in enumerate(networks.iterrows()):
+            ax.axhline(row[metric], ls="--", lw=1, color=f"C{index + 2}", label=row["method"])
         if x == "time_s":
-            ax.set_xscale("symlog", linthresh=1e-2)
-        ax.set_yscale("log")
+            ax.set_xscale("log")
+        log_scale_if_positive(ax, pd.concat([curves[metric], networks[metric]]))
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

@@ -49,7 +49,7 @@ class Fluid(InverseProblem):
         self.y_shape = (2, resolution, resolution)  # (m0, mt)
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """x* = (v0*, m0) and y* = (m0, mt), both (n, 3 or 2, N, N)."""
+        """x* = (v0*, m0), (n, 3, N, N), and y* = (m0, mt), (n, 2, N, N)."""
         v0, m0, mt = fluid.sample(n, generator, self.resolution)
         return torch.cat([v0, m0], dim=1), torch.cat([m0, mt], dim=1)
 

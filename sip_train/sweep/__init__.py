@@ -63,9 +63,9 @@ def plan(sweep: Sweep, hydra: Hydra, overrides: Sequence[str] = ()) -> tuple[Pat
     jobs = expand(sweep, task_overrides)
     config = multirun_config(hydra, sweep_dir, hydra_overrides, jobs[0].overrides)
     extra = []
-    if threads_per_job(config) and not _set_by(task_overrides, "threads"):
+    if threads_per_job(config) and not _set_by(jobs[0].overrides, "threads"):
         extra.append(override("threads", threads_per_job(config)))
-    if wandb_settings(config) is not None and not _set_by(task_overrides, "logger.wandb.group"):
+    if wandb_settings(config) is not None and not _set_by(jobs[0].overrides, "logger.wandb.group"):
         extra.append(override("logger.wandb.group", sweep.name))
     return sweep_dir, expand(sweep, [*task_overrides, *extra]), config
 

@@ -58,9 +58,8 @@ def training_seconds(metrics: pd.DataFrame, fallback_ms: float | None) -> Callab
     return seconds
 
 
-def read_curves(run_dir: Path, columns: Sequence[str], smooth: int, fallback_ms: float | None) -> pd.DataFrame:
-    """The learning curves of one run, long format: curve, step, time_s, value (running mean
-    over `smooth` logged points)."""
+def read_curves(run_dir: Path, columns: Sequence[str], fallback_ms: float | None) -> pd.DataFrame:
+    """The learning curves of one run, long format: curve, step, time_s, value."""
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file():
         return pd.DataFrame(columns=["curve", "step", "time_s", "value"])
@@ -73,7 +72,7 @@ def read_curves(run_dir: Path, columns: Sequence[str], smooth: int, fallback_ms:
         points = metrics[["step", column]].dropna().groupby("step", as_index=False).last()
         frames.append(pd.DataFrame({
             "curve": column, "step": points["step"], "time_s": seconds(points["step"]),
-            "value": points[column].rolling(smooth, min_periods=1).mean(),
+            "value": points[column],
         }))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["curve", "step", "time_s", "value"])
 
@@ -115,11 +114,11 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _label(params: dict[str, Any], exclude: Sequence[str]) -> str:
-    """A legend entry from swept values (short key names; seeds share one label)."""
-    parts = [f"{key.rsplit('.', 1)[-1]}={render(value)}" for key, value in params.items()
-             if key not in exclude and key != "seed"]
-    return ", ".join(parts) or "run"
+def _label(params: dict[str, Any], exclude: Sequence[str] = (), hue: Sequence[str] | None = None) -> str:
+    """A legend entry from swept values: the `hue` keys, or all but `exclude` (short key names;
+    seeds share one label)."""
+    keys = hue if hue is not None else [key for key in params if key not in exclude and key != "seed"]
+    return ", ".join(f"{key.rsplit('.', 1)[-1]}={render(params[key])}" for key in keys if key in params) or "run"
 
 
 def _colours(labels: Sequence[str]) -> dict[str, Any]:
@@ -127,7 +126,7 @@ def _colours(labels: Sequence[str]) -> dict[str, Any]:
     return {label: cycle[i % len(cycle)] for i, label in enumerate(dict.fromkeys(labels))}
 
 
-def _log_scale_if_positive(ax: plt.Axes, values: pd.Series) -> None:
+def log_scale_if_positive(ax: plt.Axes, values: pd.Series) -> None:
     """Log y axis (the paper's) when every value is positive, ticks as plain numbers."""
     values = pd.to_numeric(values, errors="coerce").dropna()
     if len(values) and values.min() > 0:
@@ -137,16 +136,17 @@ def _log_scale_if_positive(ax: plt.Axes, values: pd.Series) -> None:
         ax.yaxis.set_minor_formatter(plain if values.max() < 10 * values.min() else NullFormatter())
 
 
-def _draw(ax: plt.Axes, curves: pd.DataFrame, jobs: Sequence[Job], x: str, exclude: Sequence[str],
-          colours: dict[str, Any]) -> None:
-    """One line per job and curve column: colour by label, line style by curve column."""
+def _draw(ax: plt.Axes, curves: pd.DataFrame, jobs: Sequence[Job], x: str, labels: dict[str, str],
+          colours: dict[str, Any], smooth: int) -> None:
+    """One line per job and curve column (running mean over `smooth` logged points): colour by
+    the job's label, line style by curve column."""
     styles = {curve: style for curve, style in zip(dict.fromkeys(curves["curve"]), ["-", "--", ":", "-."] * 4)}
     for job in jobs:
-        label = _label(job.params, exclude)
+        label = labels[job.name]
         for curve, points in curves[curves["job"] == job.name].groupby("curve", sort=False):
-            ax.plot(points[x], points["value"], styles[curve], color=colours[label], lw=1.2,
-                    label=label if len(styles) == 1 else f"{label} ({curve})")
-    _log_scale_if_positive(ax, curves["value"])
+            ax.plot(points[x], points["value"].rolling(smooth, min_periods=1).mean(), styles[curve],
+                    color=colours[label], lw=1.2, label=label if len(styles) == 1 else f"{label} ({curve})")
+    log_scale_if_positive(ax, curves["value"])
     ax.grid(alpha=0.3)
 
 
@@ -162,13 +162,14 @@ def _legend(fig: Figure, axes: np.ndarray) -> None:
 
 def learning_curves(curves: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep) -> Figure:
     """Every job's curves against steps (left) and training wall-clock (right): Fig. 6 style."""
-    colours = _colours([_label(job.params, ()) for job in jobs])
+    labels = {job.name: _label(job.params) for job in jobs}
+    colours = _colours(list(labels.values()))
     fig, axes = plt.subplots(len(sweep.curves), 2, figsize=(11, 3.6 * len(sweep.curves)), squeeze=False,
                              layout="constrained")
     for row, curve in enumerate(sweep.curves):
         for col, x in enumerate(X_AXES):
             ax = axes[row, col]
-            _draw(ax, curves[curves["curve"] == curve], jobs, x, (), colours)
+            _draw(ax, curves[curves["curve"] == curve], jobs, x, labels, colours, sweep.smooth)
             ax.set_xlabel(X_AXES[x])
             ax.set_ylabel(curve)
     _legend(fig, axes)
@@ -184,11 +185,14 @@ def _sorted_values(jobs: Sequence[Job], key: str) -> list[Any]:
         return values
 
 
-def curve_grid(curves: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep, rows: str, cols: str, x: str = "step") -> Figure:
-    """A panel per (rows value, cols value), the other swept values as lines: Fig. 11/12 style."""
+def curve_grid(curves: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep, rows: str, cols: str, x: str = "step",
+               hue: Sequence[str] | None = None) -> Figure:
+    """A panel per (rows value, cols value), a line per setting of the other swept keys (or of
+    the `hue` keys): Fig. 11/12 style. `x` is step or time."""
     x = "time_s" if x == "time" else x
     row_values, col_values = _sorted_values(jobs, rows), _sorted_values(jobs, cols)
-    colours = _colours([_label(job.params, (rows, cols)) for job in jobs])
+    labels = {job.name: _label(job.params, (rows, cols), hue) for job in jobs}
+    colours = _colours(list(labels.values()))
     fig, axes = plt.subplots(len(row_values), len(col_values), figsize=(3.4 * len(col_values), 2.8 * len(row_values)),
                              squeeze=False, sharex=True, sharey=True, layout="constrained")
     for i, row_value in enumerate(row_values):
@@ -196,7 +200,8 @@ def curve_grid(curves: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep, rows: st
             ax = axes[i, j]
             panel = [job for job in jobs if render(job.params.get(rows)) == row_value
                      and render(job.params.get(cols)) == col_value]
-            _draw(ax, curves[curves["job"].isin([job.name for job in panel])], panel, x, (rows, cols), colours)
+            shown = curves["job"].isin([job.name for job in panel]) & curves["curve"].isin(sweep.curves)
+            _draw(ax, curves[shown], panel, x, labels, colours, sweep.smooth)
             ax.set_title(f"{rows.rsplit('.', 1)[-1]}={row_value}, {cols.rsplit('.', 1)[-1]}={col_value}", fontsize=9)
             if i == len(row_values) - 1:
                 ax.set_xlabel(X_AXES[x])
@@ -206,12 +211,13 @@ def curve_grid(curves: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep, rows: st
     return fig
 
 
-def versus(frame: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep, x: str, log_x: bool = False) -> Figure:
-    """The final metric (tail mean if `tail` is set; mean over seeds) against one swept value,
-    a line per setting of the others: Fig. 5d style."""
+def versus(frame: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep, x: str, log_x: bool = False,
+           hue: Sequence[str] | None = None) -> Figure:
+    """The final metric (the tail mean if `tail` is set; mean over seeds) against one swept value,
+    a line per setting of the other swept keys (or of the `hue` keys): Fig. 5d style."""
     y = f"tail_{sweep.metric}" if sweep.tail else sweep.metric
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    labels = {job.name: _label(job.params, (x,)) for job in jobs}
+    labels = {job.name: _label(job.params, (x,), hue) for job in jobs}
     data = frame.assign(label=frame["run_dir"].map(labels), x=pd.to_numeric(frame[x], errors="coerce"),
                         y=pd.to_numeric(frame[y], errors="coerce"))
     colours = _colours(list(labels.values()))
@@ -220,7 +226,7 @@ def versus(frame: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep, x: str, log_x
         ax.plot(mean.index, mean.to_numpy(), "o-", color=colours[label], label=label)
     if log_x:
         ax.set_xscale("log")
-    _log_scale_if_positive(ax, data["y"])
+    log_scale_if_positive(ax, data["y"])
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.grid(alpha=0.3)
@@ -242,6 +248,23 @@ def figures(frame: pd.DataFrame, curves: pd.DataFrame, jobs: Sequence[Job], swee
     if "versus" in sweep.plots:
         paths.append(save(versus(frame, jobs, sweep, **sweep.plots["versus"]), sweep_dir / "versus.png"))
     return paths
+
+
+def iterative_baselines(sweep: Sweep, trained: dict[str, Path], out_dir: Path) -> dict[str, Any]:
+    """Fig. 13: per-example GD and L-BFGS-B beside the trained networks (`sweep.iterative` holds
+    `sip_train.iterative.compare`'s options). Results newer than every network are reused."""
+    from sip_train.iterative import compare_runs
+
+    paths = {"csv": out_dir / "iterative.csv", "markdown": out_dir / "iterative.md", "figures": [out_dir / "iterative.png"]}
+    if paths["csv"].is_file():
+        table = pd.read_csv(paths["csv"])
+        made = paths["csv"].stat().st_mtime
+        networks = [Path(read_summary(run_dir)["last_checkpoint"]) for run_dir in trained.values()]
+        if (set(table["method"]) == {"GD", "L-BFGS-B", *(f"NN {label}" for label in trained)}
+                and table["iterations"].max() == sweep.iterative.get("iterations", 1000)
+                and all(made > path.stat().st_mtime for path in networks)):
+            return {"table": table, **paths}
+    return compare_runs(trained, out_dir, **sweep.iterative)
 
 
 def wandb_settings(config: DictConfig) -> dict[str, Any] | None:
@@ -279,7 +302,7 @@ def report(sweep: Sweep, jobs: Sequence[Job], sweep_dir: Path, config: DictConfi
     rows, curves = [], []
     for job in jobs:
         summary = _summary(sweep_dir / job.name)
-        job_curves = read_curves(sweep_dir / job.name, sweep.curves, sweep.smooth,
+        job_curves = read_curves(sweep_dir / job.name, list(dict.fromkeys([*sweep.curves, f"val/{sweep.metric}"])),
                                  (summary or {}).get("step_time_ms_median"))
         rows.append(job_row(sweep, job, summary, job_curves))
         curves.append(job_curves.assign(job=job.name))
@@ -289,13 +312,8 @@ def report(sweep: Sweep, jobs: Sequence[Job], sweep_dir: Path, config: DictConfi
     (sweep_dir / "results.md").write_text(f"# sweep {sweep.name}\n\n" + markdown(frame))
     curve_frame.to_csv(sweep_dir / "curves.csv", index=False)
     paths = figures(frame, curve_frame, jobs, sweep, sweep_dir)
-    iterative = None
-    if sweep.iterative:
-        from sip_train.iterative import compare_runs
-
-        trained = {_label(job.params, ()): sweep_dir / job.name for job, row in zip(jobs, rows)
-                   if row["status"] == "completed"}
-        iterative = compare_runs(trained, sweep_dir / "iterative", **sweep.iterative) if trained else None
+    trained = {_label(job.params): sweep_dir / job.name for job, row in zip(jobs, rows) if row["status"] == "completed"}
+    iterative = iterative_baselines(sweep, trained, sweep_dir / "iterative") if sweep.iterative and trained else None
     settings = wandb_settings(config) if config is not None else None
     if settings is not None:
         log_to_wandb(sweep, sweep_dir, frame, paths + (iterative["figures"] if iterative else []), settings)

@@ -155,7 +155,8 @@ def job_name(params: dict[str, Any]) -> str:
 
 
 def expand(sweep: Sweep, overrides: Sequence[str] = ()) -> list[Job]:
-    """All jobs of a sweep; `overrides` (Hydra syntax) are added to every job.
+    """All jobs of a sweep; `overrides` (Hydra syntax) go to every job, replacing the sweep's
+    fixed value of the same key.
 
     Raises:
         SweepError: a key in both `grid` and a `list` entry, an override of a swept key, or two
@@ -164,10 +165,11 @@ def expand(sweep: Sweep, overrides: Sequence[str] = ()) -> list[Job]:
     in_grid = set(sweep.grid) & {key for entry in sweep.entries for key in entry}
     if in_grid:
         raise SweepError(f"sweep {sweep.name}: keys {sorted(in_grid)} are both in `grid` and in `list`")
-    overridden = {item.split("=", 1)[0].lstrip("+~") for item in overrides} & set(sweep.swept_keys)
+    given = {item.split("=", 1)[0].lstrip("+~") for item in overrides}
+    overridden = given & set(sweep.swept_keys)
     if overridden:
         raise SweepError(f"sweep {sweep.name} sweeps {sorted(overridden)}: do not override them")
-    fixed = [override("experiment", sweep.experiment)] if sweep.experiment else []
+    fixed = [override("experiment", sweep.experiment)] if sweep.experiment and "experiment" not in given else []
     keys = sweep.swept_keys
     jobs = []
     for entry in sweep.entries or [{}]:
@@ -175,7 +177,7 @@ def expand(sweep: Sweep, overrides: Sequence[str] = ()) -> list[Job]:
             for gridded in _combinations(sweep.grid):
                 values = {**listed, **gridded}
                 params = {key: values[key] for key in keys if key in values}
-                task = [*fixed, *(override(key, value) for key, value in values.items()), *overrides]
+                task = [*fixed, *(override(key, value) for key, value in values.items() if key not in given), *overrides]
                 jobs.append(Job(job_name(params), params, tuple(task)))
     names = [job.name for job in jobs]
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -185,8 +187,8 @@ def expand(sweep: Sweep, overrides: Sequence[str] = ()) -> list[Job]:
 
 
 def _result_overrides(overrides: Sequence[str]) -> list[str]:
-    """The overrides that determine a job's result (runtime-only ones dropped), sorted."""
-    return sorted(item for item in overrides
+    """The overrides that determine a job's result (runtime-only ones dropped, `+` ignored), sorted."""
+    return sorted(item.lstrip("+") for item in overrides
                   if not item.lstrip("+~").split("=", 1)[0].startswith(RUNTIME_KEYS))
 
 
