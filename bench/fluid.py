@@ -33,7 +33,7 @@ def run(rule: str, resolution: int, batch: int, steps: int, val_every: int, val_
         args: argparse.Namespace, run_dir: Path) -> tuple[dict, pd.DataFrame]:
     """Train with train.py; returns the summary and the validation rows of metrics.csv."""
     overrides = [
-        "problem=fluid", f"optimizer={rule}", f"optimizer.lr={PAPER_LR}", f"problem.resolution={resolution}",
+        "problem=fluid", "network=unet", "network.levels=5", f"optimizer={rule}", f"optimizer.lr={PAPER_LR}", f"problem.resolution={resolution}",
         f"data.batch_size={batch}", f"data.val_size={val_size}", f"data.val_batch_size={val_size}",
         f"trainer.max_steps={steps}", f"trainer.val_check_interval={val_every}",
         "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=csv", "figure_examples=0",

@@ -51,12 +51,19 @@ def run(problem: str, rule: str, steps: int, args: argparse.Namespace, run_dir: 
     if (problem, rule) in PAPER_LR:
         overrides.append(f"optimizer.lr={PAPER_LR[problem, rule]}")
     environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    subprocess.run([sys.executable, "train.py", *overrides], cwd=REPO, env=environment, check=True,
-                   capture_output=True)
+    # a diverged run exits with an error but still writes its summary
+    subprocess.run([sys.executable, "train.py", *overrides], cwd=REPO, env=environment, capture_output=True)
     summary = read_summary(run_dir)
     validation = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["val/x_l1"])
     summary["x_l1_by_step"] = dict(zip(validation["step"].astype(int), validation["val/x_l1"]))
     return summary
+
+
+def final_x_l1(summary: dict) -> object:
+    """The run's last validation x_l1, or why it has none (diverged, failed)."""
+    if summary["status"] == "diverged":
+        return f"diverged at step {summary['diverged_step']}"
+    return summary["x_l1"] if summary["status"] == "completed" else summary["status"]
 
 
 def rows(problem: str, summaries: dict[str, dict], args: argparse.Namespace) -> list[list[object]]:
@@ -67,7 +74,7 @@ def rows(problem: str, summaries: dict[str, dict], args: argparse.Namespace) -> 
         by_step = summary["x_l1_by_step"]
         table.append([problem, rule, f"{summary['lr']:g}", summary["steps"], summary["step_time_ms_median"],
                       f"{summary['step_time_ms_median'] / adam_ms:.2f}x", by_step[0], by_step.get(args.val_every, "-"),
-                      summary["x_l1"]])
+                      final_x_l1(summary)])
     return table
 
 
@@ -98,6 +105,9 @@ def main() -> None:
                 print(f"round {round_} {problem}/{rule}: {summary['step_time_ms_median']:.1f} ms/step, "
                       f"x_l1 {summary['x_l1']:.4g}", file=sys.stderr)
                 fastest = summaries[problem].get(rule, summary)
+                if summary["x_l1"] != fastest["x_l1"]:
+                    print(f"warning: {problem}/{rule} is not deterministic: x_l1 {summary['x_l1']} != "
+                          f"{fastest['x_l1']}", file=sys.stderr)
                 summaries[problem][rule] = min(fastest, summary, key=lambda s: s["step_time_ms_median"])
     table = [row for problem in args.problems for row in rows(problem, summaries[problem], args)]
 
