@@ -14,7 +14,10 @@ others go to every job. Re-running the same command skips the jobs already compl
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+
+from hydra.errors import HydraException
 
 from sip_train.sweep import SweepError, run_sweep
 
@@ -35,12 +38,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     task_function = None
     if not (args.report_only or args.list):
         from train import main as task_function  # train.py's Hydra task function, run once per job
     try:
         result = run_sweep(args.sweep, args.overrides, task_function, report_only=args.report_only, list_only=args.list)
-    except SweepError as error:
+    except (SweepError, HydraException) as error:  # a bad sweep file or override: one clear message
         sys.exit(f"error: {error}")
     if args.list:
         for job in result["jobs"]:

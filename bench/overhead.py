@@ -266,6 +266,7 @@ TORCH_DIR = Path(torch.__file__).resolve().parent
 #: capturable or fused) and the data loader's seeds. The CPU stand-in ignores calls from there.
 HOST_STATE = (TORCH_DIR / "optim", TORCH_DIR / "utils" / "data")
 SITE_PACKAGES = TORCH_DIR.parent
+OURS = REPO / "sip_train"
 
 
 class SyncRecorder:
@@ -285,15 +286,17 @@ class SyncRecorder:
         if not outside_torch:
             return
         site = self._where(*outside_torch[-1])
-        # the line of ours that leads there (run.py only calls trainer.fit), else the calling library file
-        ours = [pair for pair in outside_torch if (REPO / "sip_train") in pair[1].parents and pair[1].name != "run.py"]
-        others = [pair for pair in outside_torch if pair[1] != outside_torch[-1][1] and REPO not in pair[1].parents]
-        via = self._where(*ours[-1]) if ours else (self._where(*others[-1]) if others else "")
+        # the line of ours that leads there (run.py only calls trainer.fit), else the library's caller
+        # outside its utility helpers
+        ours = [pair for pair in outside_torch if OURS in pair[1].parents and pair[1].name != "run.py"]
+        library = [pair for pair in outside_torch if SITE_PACKAGES in pair[1].parents
+                   and not any("utilities" in part for part in pair[1].relative_to(SITE_PACKAGES).parts)]
+        via = self._where(*ours[-1]) if ours else (self._where(*library[-1]) if library else "")
         self.calls[self.phase, operation, site, via] += 1
 
     @staticmethod
     def _where(frame: traceback.FrameSummary, path: Path) -> str:
-        root = REPO if REPO in path.parents else SITE_PACKAGES if SITE_PACKAGES in path.parents else path.parent
+        root = SITE_PACKAGES if SITE_PACKAGES in path.parents else REPO if REPO in path.parents else path.parent
         return f"{path.relative_to(root)}:{frame.lineno} ({frame.name})"
 
 
@@ -392,14 +395,15 @@ class AuditTimer(StepTimer):
             self._audit = None
 
 
-def audit_configuration(problem: str, rule: str, args: argparse.Namespace) -> dict[str, Counter]:
+def audit_configuration(problem: str, rule: str, resolution: int, batch: int,
+                        args: argparse.Namespace) -> dict[str, Counter]:
     """Synchronising calls per training step, per validation, and per bare-loop step of one (problem, rule),
-    on the small audit grid, through two log steps, three divergence checks and one validation."""
+    through two log steps, three divergence checks and one validation."""
     steps = 2 * 10 + 6  # log_every_n_steps and divergence_check_every are 10; validation at step 25
     device = device_of(args.device)
     recorder = SyncRecorder(skip_host_state=device.type == "cpu")
     with tempfile.TemporaryDirectory() as scratch:
-        cfg = run_config(problem, rule, args.audit_resolution, args.audit_batch, steps, Path(scratch), args,
+        cfg = run_config(problem, rule, resolution, batch, steps, Path(scratch), args,
                          f"trainer.val_check_interval={steps - 1}", "trainer.log_every_n_steps=10",
                          "divergence_check_every=10", "figure_examples=3")
         timer = AuditTimer(recorder)
@@ -560,7 +564,8 @@ def main() -> None:
     if not args.no_audit:
         for problem in problems:
             for rule in RULES:
-                audits[problem, rule] = audit_configuration(problem, rule, args)
+                audits[problem, rule] = audit_configuration(problem, rule, args.audit_resolution, args.audit_batch,
+                                                            args)
         print(audit_table(audits), flush=True)
 
     text = section(args, problems, missing, overhead, host, variants, audits)

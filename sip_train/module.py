@@ -40,14 +40,18 @@ def compile_components(problem: InverseProblem, network: torch.nn.Module) -> Non
 class InverseProblemModule(LightningModule):
     """Trains a network x = NN(y*) on one inverse problem with one update rule.
 
-    Constructed from the `problem`, `optimizer` and `network` config blocks (saved as
-    hyper-parameters, so `InverseProblemModule.load_from_checkpoint(path)` rebuilds it).
+    Constructed from the `problem`, `optimizer` and `network` config blocks (nodes of the composed
+    config, or plain dicts); they are saved resolved as hyper-parameters, so
+    `InverseProblemModule.load_from_checkpoint(path)` rebuilds it.
     """
 
     def __init__(self, problem: dict, optimizer: dict, network: dict, seed: int = 0, figure_examples: int = 3,
                  compile: bool = False) -> None:
         super().__init__()
-        blocks = {name: OmegaConf.create(OmegaConf.to_container(OmegaConf.create(block), resolve=True))
+        # Resolve each block where it stands in the full config (network blocks read network_defaults)
+        # and keep plain copies: the hyper-parameters must not depend on the rest of the config.
+        blocks = {name: OmegaConf.create(OmegaConf.to_container(block, resolve=True) if isinstance(block, DictConfig)
+                                         else block)
                   for name, block in (("problem", problem), ("optimizer", optimizer), ("network", network))}
         self.save_hyperparameters({**{k: OmegaConf.to_container(v) for k, v in blocks.items()},
                                    "seed": seed, "figure_examples": figure_examples, "compile": compile})

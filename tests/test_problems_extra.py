@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 
 from conftest import compose_config, options
 from sip_train.module import InverseProblemModule, build_components
-from sip_train.physics import exponential, fluid, sine, wave_packet
+from sip_train.physics import exponential, fluid, sine
 from sip_train.problems.exp import Exp
 from sip_train.problems.fluid import Fluid
 from sip_train.problems.sine import Sine
@@ -81,8 +81,6 @@ def test_problem_configs_select_their_paper_network_and_batch(problem):
     assert compose_config([f"problem={problem}", "network=unet"]).network._target_.endswith("UNet")
 
 
-@pytest.mark.xfail(strict=True, reason="module.py detaches the config blocks before resolving them, so "
-                   "${oc.select:network_defaults...} falls back to the network's own default in training runs")
 @pytest.mark.parametrize("problem", ["wavepacket", "fluid"])
 def test_training_runs_build_the_paper_network_of_the_problem(problem, tiny_config):
     cfg = tiny_config(f"problem={problem}", "optimizer=adam")

@@ -235,8 +235,6 @@ def test_the_optuna_sweeper_config_composes_when_the_optional_extra_is_installed
     assert config.hydra.sweeper.direction == "minimize" and "optimizer.lr" in config.hydra.sweeper.params
 
 
-@pytest.mark.xfail(strict=True, reason="module.py detaches the config blocks before resolving them, so "
-                   "${paper_lr...} (and ${oc.select:network_defaults...}) cannot see the root: see the sweep report")
 def test_an_experiment_learning_rate_reaches_the_trained_module(tiny_config):
     cfg = tiny_config(f"{experiment_key()}=paper_fig6_heat", "optimizer=sgd")
     module = InverseProblemModule(cfg.problem, cfg.optimizer, cfg.network, cfg.seed, 0)

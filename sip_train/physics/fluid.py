@@ -111,7 +111,9 @@ def rescale_energy(velocity: torch.Tensor, target_energy: torch.Tensor) -> torch
     """v * sqrt(E_target / E(v)) per example; a velocity with zero energy stays zero."""
     current = energy(velocity)
     moving = current > 0
-    ratio = target_energy / torch.where(moving, current, torch.ones_like(current))
+    # Both branches of a where are differentiated: keep sqrt away from 0 on the unselected one.
+    ratio = torch.where(moving, target_energy / torch.where(moving, current, torch.ones_like(current)),
+                        torch.ones_like(current))
     factor = torch.where(moving, torch.sqrt(ratio), torch.zeros_like(ratio))
     return velocity * factor[:, None, None, None]
 

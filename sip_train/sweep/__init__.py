@@ -4,8 +4,9 @@ and a set of figures for the lot (the paper's figures are such comparisons).
 How a sweep runs (`run_sweep`, behind sweep.py):
 1. conf/sweep/<name>.yaml is expanded into jobs (`spec.expand`); each job's run directory is
    <sweep dir>/<job name>, the name being its swept `key=value` pairs, so it is the same every time.
-2. Jobs whose directory holds a completed summary.json of the same overrides are skipped; a job
-   that failed, was interrupted or never ran is run (again).
+2. Jobs whose directory holds a finished run (summary.json status completed or diverged) of the
+   same overrides are skipped; a job that failed, was interrupted or never ran is run (again),
+   and train.py continues it from its last checkpoint if it has one.
 3. The rest go to the launcher plugin chosen with `hydra/launcher=...` (basic, joblib, submitit,
    see `launch`), with train.py's task function: a job that raises or diverges is recorded in its
    summary.json and the others go on.

@@ -122,8 +122,12 @@ def _label(params: dict[str, Any], exclude: Sequence[str] = (), hue: Sequence[st
 
 
 def _colours(labels: Sequence[str]) -> dict[str, Any]:
+    """A distinct colour per label: the default cycle, tab20 up to 20 labels, viridis beyond."""
+    unique = list(dict.fromkeys(labels))
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {label: cycle[i % len(cycle)] for i, label in enumerate(dict.fromkeys(labels))}
+    if len(unique) > len(cycle):
+        cycle = plt.get_cmap("tab20").colors if len(unique) <= 20 else plt.get_cmap("viridis")(np.linspace(0, 1, len(unique)))
+    return {label: cycle[i] for i, label in enumerate(unique)}
 
 
 def log_scale_if_positive(ax: plt.Axes, values: pd.Series) -> None:
@@ -157,7 +161,8 @@ def _legend(fig: Figure, axes: np.ndarray) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     if entries:
-        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=min(4, len(entries)), fontsize=8)
+        columns = max(1, min(4, 150 // max(len(label) for label in entries)))
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=columns, fontsize=8)
 
 
 def learning_curves(curves: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep) -> Figure:

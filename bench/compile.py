@@ -1,0 +1,146 @@
+"""compile=true against eager: step time, compile time and the difference of results, per problem and rule.
+
+`compile=true` is `sip_train.module.compile_components`: torch.compile of the network (in place) and of the
+problem's `simulate` and `inverse_update`. For each (problem, rule) two bare loops (bench/overhead.py's
+`BareLoop`, the training step of the module without Lightning) start from the same weights and see the same
+batches, one compiled:
+
+1. results: loss, prediction and gradients of the first step on the same batch (max difference relative to
+   the largest eager value), and the loss after `--compare-steps` steps of each (Adam amplifies round-off
+   differences of near-zero gradients, so later steps drift apart slowly; the first step is the test);
+2. compile time: the first compiled step minus the first eager step;
+3. speed: after those steps, `--blocks` interleaved samples of `--block` steps each.
+
+    python bench/compile.py --problems poisson heat --batch 16 --blocks 20 --threads 1 --write BENCHMARKS.md
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import overhead  # noqa: E402
+from _report import markdown_table, provenance, write_section  # noqa: E402
+
+RELATIVE_TOLERANCE = 1e-4  # float32 round-off of reductions over ~10^5 terms, with margin
+
+
+def first_step(loop: overhead.BareLoop, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Loss, prediction and parameter gradients of one step on y_target, without the update."""
+    x = loop.predict(y_target)
+    per_example, _ = loop.rule.objective(loop.problem, x, y_target)
+    loss = loop.problem.reduce(per_example)
+    loop.optimizer.zero_grad()
+    loss.backward()
+    gradients = torch.cat([p.grad.flatten() for p in loop.network.parameters()])
+    return {"loss": loss.detach(), "prediction": x.detach(), "gradients": gradients}
+
+
+def relative_difference(compiled: torch.Tensor, eager: torch.Tensor) -> float:
+    """max |compiled - eager| / max |eager|."""
+    return float((compiled - eager).abs().max() / eager.abs().max().clamp_min(torch.finfo(eager.dtype).tiny))
+
+
+def compare(problem: str, rule: str, resolution: int, batch: int, args: argparse.Namespace) -> dict:
+    """Eager vs compiled bare loops of one (problem, rule): differences, compile time, step-time samples."""
+    torch._dynamo.reset()  # each pair compiles afresh; no cache entries of earlier problems count
+    device = overhead.device_of(args.device)
+    sync = overhead.synchronizer(device)
+    with tempfile.TemporaryDirectory() as scratch:
+        eager, compiled = (overhead.BareLoop(overhead.run_config(problem, rule, resolution, batch, 1, Path(scratch),
+                                                                 args, f"compile={flag}"), device)
+                           for flag in ("false", "true"))
+    _, y_target = eager.data.train_batch(0, device)
+    first: dict[str, dict[str, torch.Tensor]] = {}
+    seconds: dict[str, float] = {}
+    for name, loop in (("eager", eager), ("compiled", compiled)):
+        sync()
+        start = time.perf_counter()
+        first[name] = first_step(loop, y_target)
+        sync()
+        seconds[name] = time.perf_counter() - start
+    losses = {"eager": [], "compiled": []}
+    for _ in range(args.compare_steps):
+        losses["eager"].append(eager.step())
+        losses["compiled"].append(compiled.step())
+    samples = {"eager": [], "compiled": []}
+    for round_index in range(args.blocks):
+        order = (("eager", eager), ("compiled", compiled))
+        for name, loop in order if round_index % 2 == 0 else order[::-1]:
+            samples[name].append(overhead.time_block(loop.step, args.block, sync))
+    return {
+        "samples": samples,
+        "compile_s": seconds["compiled"] - seconds["eager"],
+        "differences": {key: relative_difference(first["compiled"][key], first["eager"][key]) for key in first["eager"]},
+        "drift": relative_difference(losses["compiled"][-1], losses["eager"][-1]),
+    }
+
+
+def table(results: dict, compare_steps: int) -> str:
+    """One row per (problem, rule, size)."""
+    rows = []
+    for (problem, rule, size), result in results.items():
+        eager, compiled = (overhead.spread(result["samples"][name])[0] for name in ("eager", "compiled"))
+        worst = max(result["differences"].values())
+        rows.append([problem, rule, size, overhead.fmt(result["samples"]["eager"]),
+                     overhead.fmt(result["samples"]["compiled"]), f"{eager / compiled:.2f}x",
+                     f"{result['compile_s']:.1f}", f"{result['differences']['loss']:.1e}",
+                     f"{result['differences']['prediction']:.1e}", f"{result['differences']['gradients']:.1e}",
+                     "✓" if worst <= RELATIVE_TOLERANCE else "✗", f"{result['drift']:.1e}"])
+    return markdown_table(
+        ["problem", "rule", "grid, batch", "eager step ms [IQR]", "compiled step ms [IQR]", "speed-up",
+         "compile time (s)", "step-1 loss diff", "step-1 prediction diff", "step-1 gradient diff",
+         f"≤ {RELATIVE_TOLERANCE:g}", f"loss diff after {compare_steps} steps"], rows)
+
+
+def section(results: dict, args: argparse.Namespace, skipped: list[str]) -> str:
+    """The `compile` section of BENCHMARKS.md."""
+    device = "GPU" if args.device == "cuda" else "CPU"
+    return "\n".join([
+        "## compile=true: torch.compile of the network and the physics",
+        "",
+        f"{device}; bare training loop (no Lightning), eager vs `compile_components` from the same weights and "
+        f"data. Step times: {args.blocks} interleaved samples of {args.block} step(s) after {args.compare_steps} "
+        "steps of each (which include compilation). Speed-up = eager / compiled median. Differences are max |compiled "
+        "- eager| / max |eager| on the same first batch (loss, prediction, parameter gradients); the last column "
+        f"compares the losses after {args.compare_steps} steps of each."
+        + (f" Not measured: {', '.join(skipped)}." if skipped else ""),
+        "",
+        table(results, args.compare_steps) if results else "not run",
+        "",
+        *provenance("bench/compile.py"),
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    overhead.add_arguments(parser, blocks=20, block=1, device="cpu")
+    parser.set_defaults(problems=["poisson", "heat"])
+    parser.add_argument("--rules", nargs="+", default=list(overhead.RULES))
+    parser.add_argument("--compare-steps", type=int, default=5, help="steps of each before timing")
+    args = parser.parse_args()
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    torch.set_num_threads(args.threads)
+    overhead.quiet()
+    problems, missing = overhead.available_problems(args.problems)
+    results = {}
+    for problem in problems:
+        resolution, batch = overhead.sizes(problem, args)
+        for rule in args.rules:
+            results[problem, rule, f"{resolution}², {batch}"] = compare(problem, rule, resolution, batch, args)
+            print(table({k: v for k, v in results.items() if k[:2] == (problem, rule)}, args.compare_steps), flush=True)
+    text = section(results, args, missing)
+    print(text)
+    if args.write is not None:
+        write_section(args.write, "compile", text)
+        print(f"wrote section to {args.write}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""GPU benchmark: poisson, heat and fluid at the paper's sizes with adam and sip, each Lightning run against
+a bare PyTorch loop, SIP vs Adam vs the network, the host-device synchronisations of a step, and compile=true.
+Needs a CUDA GPU (exits with an error otherwise); one command, within about 8 minutes on an H100:
+
+    python bench/gpu_benchmark.py --write BENCHMARKS.md
+
+Phases, most important first, each written to the `gpu_benchmark` section as soon as it ends; a phase that
+would overrun --budget-s is skipped and said so:
+
+1. synchronisation audit at the paper's sizes, `torch.cuda.set_sync_debug_mode("warn")` around the
+   training steps of a Lightning run (26 steps: 2 log steps, 3 divergence checks, 1 validation) and of
+   the bare loop, every warning counted with the line that raised it (bench/overhead.py);
+2. Lightning vs bare loop: `train(cfg)` for `warmup + blocks * block + 1` steps with `block` bare-loop
+   steps after every `block` Lightning steps, each block closed by `torch.cuda.synchronize()`; steps per
+   second from the median block, peak GPU memory of the run;
+3. bare-loop variants: Adam step, SIP step, the network's forward + backward, and the parts of a step;
+4. the same Lightning-vs-bare comparison on a small grid (the framework's fixed host time per step);
+5. compile=true vs eager (bench/compile.py): speed-up, compile time, difference of results.
+
+`--device cpu` with small sizes is a dry run of the script itself (the audit then uses the CPU stand-in):
+    python bench/gpu_benchmark.py --device cpu --problems poisson --resolution 16 --batch 4 --blocks 2 \
+        --block 2 --warmup 1 --compare-steps 1 --compile-blocks 1
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compile as compile_bench  # noqa: E402
+import overhead  # noqa: E402
+from _report import markdown_table, provenance, write_section  # noqa: E402
+
+
+class Budget:
+    """Wall-clock left for the phases; a phase that would not fit is skipped."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.perf_counter() + seconds
+
+    def allows(self, estimate_s: float) -> bool:
+        return time.perf_counter() + estimate_s < self.deadline
+
+
+def training_table(results: dict) -> str:
+    """Steps per second of the Lightning run and its bare twin, their ratio, and peak memory."""
+    rows = []
+    for (problem, rule, size), result in results.items():
+        lightning, bare = (overhead.spread(result[name])[0] for name in ("lightning", "bare"))
+        rows.append([problem, rule, size, f"{1e3 / lightning:.1f}", f"{1e3 / bare:.1f}",
+                     overhead.fmt(result["lightning"]), overhead.fmt(result["bare"]),
+                     overhead.check(lightning / bare, overhead.TARGETS["lightning / bare"]),
+                     f"{result['peak_mib']:.0f}", result["summary"]["steps"],
+                     f"{result['summary']['x_l1']:.4g}" if result["summary"].get("x_l1") is not None else ""])
+    return markdown_table(["problem", "rule", "grid, batch", "Lightning steps/s", "bare steps/s",
+                           "Lightning ms/step [IQR]", "bare ms/step [IQR]", "Lightning / bare",
+                           "peak GPU memory (MiB)", "Lightning steps", "val x_l1 at the end"], rows)
+
+
+def audit_verdict(audits: dict) -> str:
+    """One line: synchronisations per training step of each Lightning run and bare loop."""
+    parts = []
+    for (problem, rule), phases in audits.items():
+        step = sum(phases.get("training step", {}).values())
+        bare = sum(phases.get("bare-loop step", {}).values())
+        parts.append(f"{problem}/{rule}: {step:.2f} per Lightning step, {bare:.2f} per bare step")
+    return "Synchronisations (sync debug mode warnings): " + "; ".join(parts) + "."
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    overhead.add_arguments(parser, blocks=20, block=10, device="cuda")
+    parser.set_defaults(warmup=10)
+    parser.add_argument("--small-grid", type=int, default=16, help="grid of the fixed-overhead comparison")
+    parser.add_argument("--small-batch", type=int, default=4, help="batch of the fixed-overhead comparison")
+    parser.add_argument("--compare-steps", type=int, default=5, help="compile: steps of each before timing")
+    parser.add_argument("--compile-blocks", type=int, default=10, help="compile: timed samples per variant")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compile phase")
+    parser.add_argument("--budget-s", type=float, default=420.0, help="wall-clock for all phases")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: no CUDA GPU is visible (torch.cuda.is_available() is False); this benchmark needs one. "
+                 "For the CPU measurements run bench/overhead.py and bench/compile.py.")
+    budget = Budget(args.budget_s)
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = False  # the framework's default; same kernels for both loops
+    overhead.quiet()
+    problems, missing = overhead.available_problems(args.problems)
+    results: dict[str, dict] = {"audit": {}, "training": {}, "variants": {}, "small": {}, "compile": {}}
+    skipped: list[str] = [f"{p} (no config)" for p in missing]
+
+    def report() -> None:
+        text = section(args, problems, results, skipped)
+        if args.write is not None:
+            write_section(args.write, "gpu_benchmark", text)
+        print(text, flush=True)
+
+    for problem in problems:
+        resolution, batch = overhead.sizes(problem, args)
+        for rule in overhead.RULES:
+            results["audit"][problem, rule] = overhead.audit_configuration(problem, rule, resolution, batch, args)
+    report()
+
+    for problem in problems:
+        resolution, batch = overhead.sizes(problem, args)
+        for rule in overhead.RULES:
+            if not budget.allows(30):
+                skipped.append(f"Lightning vs bare {problem}/{rule} (budget)")
+                continue
+            on_gpu = args.device == "cuda"
+            if on_gpu:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            result = overhead.lightning_vs_bare(problem, rule, resolution, batch, args)
+            result["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20 if on_gpu else float("nan")
+            results["training"][problem, rule, f"{resolution}², {batch}"] = result
+    report()
+
+    for problem in problems:
+        resolution, batch = overhead.sizes(problem, args)
+        if not budget.allows(30):
+            skipped.append(f"bare-loop variants {problem} (budget)")
+            continue
+        results["variants"][problem, f"{resolution}², {batch}"] = overhead.bare_variants(problem, resolution, batch, args)
+    report()
+
+    small = argparse.Namespace(**{**vars(args), "blocks": 10})
+    for problem in problems:
+        for rule in overhead.RULES:
+            if not budget.allows(20):
+                skipped.append(f"small-grid Lightning vs bare {problem}/{rule} (budget)")
+                continue
+            size = f"{args.small_grid}², {args.small_batch}"
+            results["small"][problem, rule, size] = overhead.lightning_vs_bare(
+                problem, rule, args.small_grid, args.small_batch, small)
+    report()
+
+    if not args.no_compile:
+        timing = argparse.Namespace(**{**vars(args), "blocks": args.compile_blocks})
+        for problem in problems:
+            resolution, batch = overhead.sizes(problem, args)
+            for rule in ("sip", "adam"):
+                if not budget.allows(120 if problem == "fluid" else 60):
+                    skipped.append(f"compile {problem}/{rule} (budget)")
+                    continue
+                results["compile"][problem, rule, f"{resolution}², {batch}"] = compile_bench.compare(
+                    problem, rule, resolution, batch, timing)
+                report()
+    report()
+
+
+def section(args: argparse.Namespace, problems: list[str], results: dict, skipped: list[str]) -> str:
+    """The `gpu_benchmark` section of BENCHMARKS.md."""
+    lines = [
+        "## GPU benchmark (paper sizes)",
+        "",
+        f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU dry run'}; problems {', '.join(problems)} at 64x64 (batch 128; fluid 64) unless "
+        f"stated. Timed samples are blocks of {args.block} steps closed by `torch.cuda.synchronize()`, "
+        f"{args.blocks} per variant after {args.warmup} warm-up steps; Lightning (real `train(cfg)`, CSV logger, "
+        "checkpoint callback, divergence guard, logging every 10 steps, progress bar "
+        f"{'on' if args.progress_bar else 'off'}) alternates block by block with a bare PyTorch loop of the same "
+        "network, data, objective and optimizer. Peak memory is the run's (the Lightning module and its bare twin "
+        "share the GPU; their steps never overlap). Targets: Lightning / bare ≤ 1.05; SIP ≤ 1.2x the network's "
+        "forward + backward (poisson, heat); SIP ≤ Adam on poisson, ≤ 1.1x on heat and fluid."
+        + (f" Skipped: {'; '.join(skipped)}." if skipped else ""),
+        "",
+    ]
+    if results["audit"]:
+        lines += ["### Host-device synchronisations (sync debug mode)", "", audit_verdict(results["audit"]), "",
+                  overhead.audit_table(results["audit"]), ""]
+    if results["training"]:
+        lines += ["### Training steps: Lightning vs bare loop", "", training_table(results["training"]), ""]
+    if results["variants"]:
+        lines += ["### SIP step vs Adam step vs the network's forward + backward", "",
+                  overhead.variants_table(results["variants"]), ""]
+    if results["small"]:
+        lines += ["### Fixed per-step cost of the framework (small grid)", "", overhead.overhead_table(results["small"]), ""]
+    if results["compile"]:
+        lines += ["### compile=true vs eager (bare loop)", "",
+                  compile_bench.table(results["compile"], args.compare_steps), ""]
+    lines += provenance("bench/gpu_benchmark.py")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
