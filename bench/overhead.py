@@ -161,7 +161,8 @@ class InterleavedTimer(StepTimer):
     After `warmup` steps of each, a sample of Lightning is the time from the end of a bare block to
     the start of the next one (everything Lightning does in `block` iterations: data hand-off,
     training step, callbacks, logging, checkpoint bookkeeping). Blocks that contain a validation are
-    dropped, as the StepTimer drops their interval.
+    dropped, as the StepTimer drops their interval. `ratios` pairs each Lightning block with the bare
+    block just before it, so that slow changes of machine load cancel.
     """
 
     def __init__(self, make_bare: Callable[[torch.device], BareLoop], warmup: int, block: int, blocks: int) -> None:
@@ -169,6 +170,7 @@ class InterleavedTimer(StepTimer):
         self.make_bare, self.warmup, self.block, self.blocks = make_bare, warmup, block, blocks
         self.lightning_ms: list[float] = []
         self.bare_ms: list[float] = []
+        self.ratios: list[float] = []
         self._block_start: float | None = None
         self._clean = True
 
@@ -184,6 +186,7 @@ class InterleavedTimer(StepTimer):
             self.sync()
             if self._block_start is not None and self._clean:
                 self.lightning_ms.append(1e3 * (time.perf_counter() - self._block_start) / self.block)
+                self.ratios.append(self.lightning_ms[-1] / self.bare_ms[-1])
             if offset // self.block < self.blocks:
                 self.bare_ms.append(time_block(self.bare.step, self.block, self.sync))
             self._clean = True
@@ -218,7 +221,7 @@ def lightning_vs_bare(problem: str, rule: str, resolution: int, batch: int, args
             summary = sip_train.run.train(cfg)
     if summary["status"] != "completed":
         raise RuntimeError(f"{problem}/{rule}: the Lightning run ended with status {summary['status']}")
-    return {"lightning": timer.lightning_ms, "bare": timer.bare_ms, "summary": summary}
+    return {"lightning": timer.lightning_ms, "bare": timer.bare_ms, "ratios": timer.ratios, "summary": summary}
 
 
 # --- 2. bare-loop variants --------------------------------------------------------------------
@@ -445,9 +448,15 @@ def fmt(samples: list[float]) -> str:
     return f"{median:.4g} [{q1:.4g}-{q3:.4g}]"
 
 
-def check(value: float, target: float) -> str:
-    """The ratio with a pass/fail mark against its target."""
-    return f"{value:.3f} {'✓' if value <= target else '✗'} (≤ {target:g})"
+def check(ratios: list[float], target: float) -> str:
+    """Median [IQR] of paired ratios, marked pass/fail by the median against its target."""
+    median, q1, q3 = spread(ratios)
+    return f"{median:.3f} [{q1:.3f}-{q3:.3f}] {'✓' if median <= target else '✗'} (≤ {target:g})"
+
+
+def round_ratios(samples: dict[str, list[float]], numerator: str, denominator: str) -> list[float]:
+    """Per-round ratios of two variants timed in the same rounds."""
+    return [a / b for a, b in zip(samples[numerator], samples[denominator])]
 
 
 def overhead_table(results: dict) -> str:
@@ -456,10 +465,11 @@ def overhead_table(results: dict) -> str:
     for (problem, rule, size), result in results.items():
         lightning, bare = spread(result["lightning"])[0], spread(result["bare"])[0]
         rows.append([problem, rule, size, fmt(result["lightning"]), fmt(result["bare"]),
-                     check(lightning / bare, TARGETS["lightning / bare"]), f"{lightning - bare:+.3g}",
+                     check(result["ratios"], TARGETS["lightning / bare"]), f"{lightning - bare:+.3g}",
                      len(result["lightning"])])
     return markdown_table(["problem", "rule", "grid, batch", "Lightning step ms, median [IQR]",
-                           "bare-loop step ms", "Lightning / bare", "difference (ms)", "samples"], rows)
+                           "bare-loop step ms [IQR]", "Lightning / bare, paired [IQR]", "difference of medians (ms)",
+                           "samples"], rows)
 
 
 def variants_table(results: dict) -> str:
@@ -470,11 +480,11 @@ def variants_table(results: dict) -> str:
         rows.append([problem, size, fmt(samples["Adam step"]), fmt(samples["SIP step"]),
                      fmt(samples["network forward+backward"]), f"{median['data generation']:.3g}",
                      f"{median['SIP physics']:.3g}", f"{median['Adam physics forward+backward']:.3g}",
-                     check(median["SIP step"] / median["network forward+backward"], TARGETS["SIP / network"]),
-                     check(median["SIP step"] / median["Adam step"], TARGETS["SIP / Adam"][problem])])
+                     check(round_ratios(samples, "SIP step", "network forward+backward"), TARGETS["SIP / network"]),
+                     check(round_ratios(samples, "SIP step", "Adam step"), TARGETS["SIP / Adam"][problem])])
     return markdown_table(["problem", "grid, batch", "Adam step ms [IQR]", "SIP step ms [IQR]",
                            "network fwd+bwd ms [IQR]", "data gen. ms", "SIP physics ms", "Adam physics fwd+bwd ms",
-                           "SIP / network", "SIP / Adam"], rows)
+                           "SIP / network, per round [IQR]", "SIP / Adam, per round [IQR]"], rows)
 
 
 def audit_table(audits: dict[tuple[str, str], dict[str, Counter]]) -> str:
@@ -490,7 +500,7 @@ def audit_table(audits: dict[tuple[str, str], dict[str, Counter]]) -> str:
         values = sorted(set(round(v, 3) for v in rates.values()))
         rate = f"{values[0]:g}" if len(values) == 1 else f"{values[0]:g}-{values[-1]:g}"
         where = "all" if len(rates) == everyone else ", ".join(sorted(rates))
-        rows.append([phase, rate, operation, f"`{site}`", f"`{via}`" if via else "", where])
+        rows.append([phase, rate, operation, f"`{site}`", f"`{via}`" if via and via != site else "", where])
     if not rows:
         return "No synchronising call found."
     return markdown_table(["phase", "calls per step", "operation", "call site", "reached from", "runs"], rows)

@@ -27,7 +27,7 @@ def resolve_resume(run_dir: str | Path, ckpt_path: str | None, resume: bool) -> 
     `resume` is on, this run directory's newest checkpoint if it has one, else None (a fresh start).
 
     Raises:
-        ValueError: naming the path, if the checkpoint is missing or cannot be read.
+        ValueError: naming the path, if the checkpoint is missing.
     """
     if ckpt_path in (None, "", "last"):
         path = newest_checkpoint(run_dir) if (resume or ckpt_path == "last") else None
@@ -37,17 +37,33 @@ def resolve_resume(run_dir: str | Path, ckpt_path: str | None, resume: bool) -> 
         path = Path(ckpt_path)
         if not path.is_file():
             raise ValueError(f"ckpt_path={ckpt_path}: no such checkpoint file")
-    if path is not None:
-        checkpoint_step(path)
     return path
 
 
-def checkpoint_step(path: Path) -> int:
-    """The global step stored in a checkpoint; a ValueError naming the path if it is unreadable."""
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents; a ValueError naming the path if it is unreadable."""
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any failure to read means the file is unusable
         raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}: {error})") from error
+
+
+def _flatten(tree: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def check_same_run(path: Path, checkpoint: dict, hparams: dict, keys: tuple[str, ...] = ("problem", "network", "seed")) -> None:
+    """Refuse to continue from a checkpoint of a differently configured run (another problem, network
+    or seed would not even load, or would silently mix two experiments), naming what differs."""
+    saved = _flatten({key: checkpoint.get("hyper_parameters", {}).get(key) for key in keys})
+    wanted = _flatten({key: hparams.get(key) for key in keys})
+    differences = [f"{key}: {saved.get(key)!r} there, {wanted.get(key)!r} now"
+                   for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
+    if differences:
+        raise ValueError(f"checkpoint {path} belongs to a different run ({'; '.join(differences)}): choose another "
+                         "run directory (hydra.run.dir=...), or resume=false to start afresh in this one")
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

@@ -18,7 +18,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from sip_train.callbacks import DivergedError, DivergenceGuard, Preemption, StepProgressBar, StepTimer
-from sip_train.checkpoints import LAST, checkpoint_dir, checkpoint_step, resolve_resume, truncate_metrics
+from sip_train.checkpoints import (LAST, check_same_run, checkpoint_dir, read_checkpoint, resolve_resume,
+                                   truncate_metrics)
 from sip_train.module import InverseProblemModule
 from sip_train.summary import write_summary
 
@@ -105,17 +106,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed, workers=True, verbose=False)
         resume_from = resolve_resume(run_dir, cfg.get("ckpt_path"), cfg.get("resume", True))
-        if resume_from is not None and is_rank_zero:
-            truncate_metrics(run_dir / "metrics.csv", checkpoint_step(resume_from))
         module = InverseProblemModule(cfg.problem, cfg.optimizer, cfg.network, cfg.seed, cfg.figure_examples,
                                       cfg.get("compile", False))
+        if resume_from is not None:
+            saved = read_checkpoint(resume_from)
+            check_same_run(resume_from, saved, dict(module.hparams))
+            if is_rank_zero:
+                truncate_metrics(run_dir / "metrics.csv", saved["global_step"])
+            del saved
         data = instantiate(cfg.data, problem=module.problem, seed=cfg.seed)
         last_checkpoint = checkpoint_dir(run_dir) / LAST
         timer = StepTimer()
         callbacks = [
             timer,
             ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="best-step{step}", auto_insert_metric_name=False,
-                            monitor="val/x_l1", mode="min", save_top_k=1, save_last=True),
+                            monitor="val/x_l1", mode="min", save_top_k=1, save_last=True,
+                            enable_version_counter=False),
             DivergenceGuard(str(last_checkpoint), cfg.get("divergence_check_every", 10)),
             Preemption(),
             *([StepProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []),
@@ -137,7 +143,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
         if module.last_validated_step != trainer.global_step:
             trainer.validate(module, datamodule=data, verbose=False)
-            trainer.save_checkpoint(last_checkpoint)
+        trainer.save_checkpoint(last_checkpoint)  # the final state, whatever the validation schedule
         summary["status"] = "completed"
     except DivergedError as error:
         summary.update(status="diverged", diverged_step=error.step)

@@ -182,3 +182,9 @@ def test_wandb_falls_back_to_offline_when_it_cannot_go_online(monkeypatch, tmp_p
     loggers.wandb.finish()
     assert loggers.wandb_logger(save_dir=str(tmp_path)).experiment.id == run_id  # resumed under the same id
     loggers.wandb.finish()
+
+
+def test_resuming_into_a_directory_of_a_different_run_names_what_differs(tiny_config, tmp_path):
+    train(tiny_config("problem.resolution=16", "network.levels=2", "trainer.max_steps=2"))
+    with pytest.raises(ConfigError, match=r"belongs to a different run \(network.levels: 2 there, 3 now\)"):
+        train(tiny_config("problem.resolution=16", "network.levels=3", "trainer.max_steps=4"))

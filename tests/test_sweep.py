@@ -179,6 +179,16 @@ def test_a_finished_run_of_other_overrides_is_not_taken_for_this_job(tmp_path):
         is_completed(job, tmp_path)
 
 
+def test_experiments_are_chosen_with_the_key_config_yaml_allows(tmp_path, monkeypatch):
+    import sip_train.sweep.spec as spec
+
+    monkeypatch.setattr(spec, "CONF", tmp_path)
+    (tmp_path / "config.yaml").write_text("defaults:\n  - problem: poisson\n  - _self_\n")
+    assert spec.override("experiment", "paper_fig6_heat") == "+experiment=paper_fig6_heat"
+    (tmp_path / "config.yaml").write_text("defaults:\n  - problem: poisson\n  - _self_\n  - optional experiment: null\n")
+    assert spec.override("experiment", "paper_fig6_heat") == "experiment=paper_fig6_heat"
+
+
 def _referenced_configs(path):
     """conf/<group>/<option>.yaml files that an experiment's defaults list overrides."""
     defaults = OmegaConf.load(path).get("defaults", [])

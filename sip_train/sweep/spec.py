@@ -130,7 +130,7 @@ def quote(text: str) -> str:
 
 def experiment_key() -> str:
     """`experiment` once conf/config.yaml has an experiment slot in its defaults, else `+experiment`."""
-    defaults = OmegaConf.load(CONF / "config.yaml").get("defaults", [])
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml")).get("defaults", [])
     groups = {str(next(iter(entry))).split()[-1] for entry in defaults if isinstance(entry, dict)}
     return "experiment" if "experiment" in groups else "+experiment"
 
