@@ -18,15 +18,16 @@ of machine load hit all of them alike:
 3. Synchronisation audit on a small grid: every call that synchronises host and device, with the line
    that makes it, during training steps, validation and bare-loop steps. On a GPU this is
    `torch.cuda.set_sync_debug_mode("warn")`; on a CPU a TorchFunctionMode records the calls that
-   would synchronise a GPU (host reads of tensor values, value-dependent shapes, blocking copies of
-   host data to the device).
+   would synchronise a GPU (host reads of tensor values, value-dependent shapes, Python data copied
+   to the device by `torch.tensor(..., device=...)`).
 
-    python bench/overhead.py --batch 16 --fluid-batch 8 --blocks 20 --threads 1 --write BENCHMARKS.md
+    python bench/overhead.py --batch 16 --fluid-batch 8 --blocks 30 --threads 1 --write BENCHMARKS.md
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import logging
 import os
 import statistics
@@ -239,7 +240,7 @@ def bare_variants(problem: str, resolution: int, batch: int, args: argparse.Name
     _, y_target = parts.data.train_batch(0, device)
     with torch.no_grad():
         x = parts.predict(y_target)
-    data_steps = iter(range(10**9))
+    data_steps = itertools.count()
     variants: dict[str, Callable[[], object]] = {
         "Adam step": loops["adam"].step,
         "SIP step": loops["sip"].step,

@@ -103,7 +103,7 @@ def main() -> None:
                 steps = args.hf_steps if rule == "hessian_free" else args.steps
                 summary = run(problem, rule, steps, args, Path(scratch) / f"{problem}-{rule}-{round_}")
                 print(f"round {round_} {problem}/{rule}: {summary['step_time_ms_median']:.1f} ms/step, "
-                      f"x_l1 {summary['x_l1']:.4g}", file=sys.stderr)
+                      f"x_l1 {final_x_l1(summary)}", file=sys.stderr)
                 fastest = summaries[problem].get(rule, summary)
                 if summary["x_l1"] != fastest["x_l1"]:
                     print(f"warning: {problem}/{rule} is not deterministic: x_l1 {summary['x_l1']} != "
