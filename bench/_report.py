@@ -56,7 +56,9 @@ def provenance(script: str) -> list[str]:
     return [
         f"- command: `python {script} {shlex.join(sys.argv[1:])}`",
         f"- machine: {machine()}",
-        f"- torch threads: {torch.get_num_threads()}; torch {torch.__version__}",
+        f"- torch threads: {torch.get_num_threads()}; torch {torch.__version__}; "
+        f"load average when written (1/5/15 min, other processes included): "
+        + "/".join(f"{load:.1f}" for load in os.getloadavg()),
         f"- date: {datetime.date.today().isoformat()}",
     ]
 

@@ -89,7 +89,7 @@ class DivergenceGuard(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._first_bad_step = torch.full((), -1, dtype=torch.long, device=pl_module.device)
         if not os.path.exists(self.last_checkpoint):
-            trainer.save_checkpoint(self.last_checkpoint)
+            trainer.save_checkpoint(self.last_checkpoint, weights_only=False)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         finite = torch.isfinite(outputs["loss"]).all() & torch.isfinite(outputs["x"]).all()
@@ -102,7 +102,7 @@ class DivergenceGuard(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and self.is_finite(pl_module):
-            trainer.save_checkpoint(self.last_checkpoint)  # preemption: keep every finished step
+            trainer.save_checkpoint(self.last_checkpoint, weights_only=False)  # preemption: keep every finished step
 
     def is_finite(self, pl_module: LightningModule) -> bool:
         """Whether every step so far and every parameter is finite (synchronises with the device)."""

@@ -143,7 +143,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
         if module.last_validated_step != trainer.global_step:
             trainer.validate(module, datamodule=data, verbose=False)
-        trainer.save_checkpoint(last_checkpoint)  # the final state, whatever the validation schedule
+        trainer.save_checkpoint(last_checkpoint, weights_only=False)  # the final state, whatever the validation schedule
         summary["status"] = "completed"
     except DivergedError as error:
         summary.update(status="diverged", diverged_step=error.step)
