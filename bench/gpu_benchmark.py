@@ -128,7 +128,8 @@ def main() -> None:
         if not budget.allows(30):
             skipped.append(f"bare-loop variants {problem} (budget)")
             continue
-        results["variants"][problem, f"{resolution}², {batch}"] = overhead.bare_variants(problem, resolution, batch, args)
+        size = f"{resolution}², {batch}"
+        results["variants"][problem, size] = overhead.bare_variants(problem, resolution, batch, args)
     report()
 
     small = argparse.Namespace(**{**vars(args), "blocks": 10})
@@ -161,9 +162,9 @@ def section(args: argparse.Namespace, problems: list[str], results: dict, skippe
     lines = [
         "## GPU benchmark (paper sizes)",
         "",
-        f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU dry run'}; problems {', '.join(problems)} at 64x64 (batch 128; fluid 64) unless "
-        f"stated. Timed samples are blocks of {args.block} steps closed by `torch.cuda.synchronize()`, "
-        f"{args.blocks} per variant after {args.warmup} warm-up steps; Lightning (real `train(cfg)`, CSV logger, "
+        f"{torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU dry run'}; problems "
+        f"{', '.join(problems)} at 64x64 (batch 128; fluid 64) unless stated. Timed samples are blocks of "
+        f"{args.block} steps closed by `torch.cuda.synchronize()`, {args.blocks} per variant after {args.warmup} warm-up steps; Lightning (real `train(cfg)`, CSV logger, "
         "checkpoint callback, divergence guard, logging every 10 steps, progress bar "
         f"{'on' if args.progress_bar else 'off'}) alternates block by block with a bare PyTorch loop of the same "
         "network, data, objective and optimizer. Peak memory is the run's (the Lightning module and its bare twin "
@@ -173,15 +174,16 @@ def section(args: argparse.Namespace, problems: list[str], results: dict, skippe
         "",
     ]
     if results["audit"]:
-        lines += ["### Host-device synchronisations (sync debug mode)", "", audit_verdict(results["audit"], args.device), "",
-                  overhead.audit_table(results["audit"]), ""]
+        lines += ["### Host-device synchronisations (sync debug mode)", "",
+                  audit_verdict(results["audit"], args.device), "", overhead.audit_table(results["audit"]), ""]
     if results["training"]:
         lines += ["### Training steps: Lightning vs bare loop", "", training_table(results["training"]), ""]
     if results["variants"]:
         lines += ["### SIP step vs Adam step vs the network's forward + backward", "",
                   overhead.variants_table(results["variants"]), ""]
     if results["small"]:
-        lines += ["### Fixed per-step cost of the framework (small grid)", "", overhead.overhead_table(results["small"]), ""]
+        lines += ["### Fixed per-step cost of the framework (small grid)", "",
+                  overhead.overhead_table(results["small"]), ""]
     if results["compile"]:
         lines += ["### compile=true vs eager (bare loop)", "",
                   compile_bench.table(results["compile"], args.compare_steps), ""]

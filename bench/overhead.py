@@ -57,7 +57,9 @@ from sip_train.module import build_components, compile_components  # noqa: E402
 PROBLEMS = ("poisson", "heat", "fluid")
 RULES = ("adam", "sip")
 PAPER_BATCH = {"poisson": 128, "heat": 128, "fluid": 64}
-TARGETS = {"lightning / bare": 1.05, "SIP / network": 1.2, "SIP / Adam": {"poisson": 1.0, "heat": 1.1, "fluid": 1.1}}
+#: The issue's targets at the paper's sizes (None: no target for that problem).
+TARGETS = {"lightning / bare": 1.05, "SIP / network": {"poisson": 1.2, "heat": 1.2, "fluid": None},
+           "SIP / Adam": {"poisson": 1.0, "heat": 1.1, "fluid": 1.1}}
 
 
 # --- configuration and the bare loop ----------------------------------------------------------
@@ -449,10 +451,11 @@ def fmt(samples: list[float]) -> str:
     return f"{median:.4g} [{q1:.4g}-{q3:.4g}]"
 
 
-def check(ratios: list[float], target: float) -> str:
-    """Median [IQR] of paired ratios, marked pass/fail by the median against its target."""
+def check(ratios: list[float], target: float | None) -> str:
+    """Median [IQR] of paired ratios, marked pass/fail by the median against its target (if any)."""
     median, q1, q3 = spread(ratios)
-    return f"{median:.3f} [{q1:.3f}-{q3:.3f}] {'✓' if median <= target else '✗'} (≤ {target:g})"
+    verdict = "" if target is None else f" {'✓' if median <= target else '✗'} (≤ {target:g})"
+    return f"{median:.3f} [{q1:.3f}-{q3:.3f}]{verdict}"
 
 
 def round_ratios(samples: dict[str, list[float]], numerator: str, denominator: str) -> list[float]:
@@ -481,7 +484,8 @@ def variants_table(results: dict) -> str:
         rows.append([problem, size, fmt(samples["Adam step"]), fmt(samples["SIP step"]),
                      fmt(samples["network forward+backward"]), f"{median['data generation']:.3g}",
                      f"{median['SIP physics']:.3g}", f"{median['Adam physics forward+backward']:.3g}",
-                     check(round_ratios(samples, "SIP step", "network forward+backward"), TARGETS["SIP / network"]),
+                     check(round_ratios(samples, "SIP step", "network forward+backward"),
+                           TARGETS["SIP / network"][problem]),
                      check(round_ratios(samples, "SIP step", "Adam step"), TARGETS["SIP / Adam"][problem])])
     return markdown_table(["problem", "grid, batch", "Adam step ms [IQR]", "SIP step ms [IQR]",
                            "network fwd+bwd ms [IQR]", "data gen. ms", "SIP physics ms", "Adam physics fwd+bwd ms",
@@ -561,7 +565,8 @@ def main() -> None:
     for problem in problems:
         resolution, batch = sizes(problem, args)
         for rule in RULES:
-            overhead[problem, rule, f"{resolution}², {batch}"] = lightning_vs_bare(problem, rule, resolution, batch, args)
+            overhead[problem, rule, f"{resolution}², {batch}"] = lightning_vs_bare(problem, rule, resolution, batch,
+                                                                                 args)
             print(overhead_table({k: v for k, v in overhead.items() if k[:2] == (problem, rule)}), flush=True)
         variants[problem, f"{resolution}², {batch}"] = bare_variants(problem, resolution, batch, args)
         print(variants_table({k: v for k, v in variants.items() if k[0] == problem}), flush=True)
@@ -570,7 +575,8 @@ def main() -> None:
         for problem in problems:
             for rule in RULES:
                 size = f"{args.audit_resolution}², {args.audit_batch}"
-                host[problem, rule, size] = lightning_vs_bare(problem, rule, args.audit_resolution, args.audit_batch, small)
+                host[problem, rule, size] = lightning_vs_bare(problem, rule, args.audit_resolution, args.audit_batch,
+                                                              small)
         print(overhead_table(host), flush=True)
     if not args.no_audit:
         for problem in problems:
@@ -602,7 +608,11 @@ def section(args: argparse.Namespace, problems: list[str], missing: list[str], o
         f"checkpoint callback, divergence guard, logging every 10 steps, progress bar {bar}); validation "
         "blocks are dropped. The bare loop is the same network, data, objective and optimizer without "
         "Lightning. 'network fwd+bwd' is the network alone on a fixed batch; the SIP and Adam steps include "
-        "generating their batch.",
+        "generating their batch. Ratios are medians of paired samples (each Lightning block over the bare block "
+        "just before it; SIP over Adam within a round). ✓/✗ compare with the issue's targets, which are stated "
+        "for the paper's sizes on a GPU"
+        + ("; on this CPU the network's convolutions dominate every step at the sizes above, so the small-grid "
+           "table is the one that exposes the framework's own cost." if args.device == "cpu" else "."),
         "",
         "### Lightning step vs bare loop",
         "",

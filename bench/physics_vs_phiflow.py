@@ -64,7 +64,9 @@ def kernels(x: torch.Tensor) -> list[tuple[str, Callable[[], object], Callable[[
     ]
 
 
-def phiflow_fluid_step(velocity: StaggeredGrid, marker: CenteredGrid, solve: Solve) -> tuple[StaggeredGrid, CenteredGrid]:
+def phiflow_fluid_step(
+    velocity: StaggeredGrid, marker: CenteredGrid, solve: Solve
+) -> tuple[StaggeredGrid, CenteredGrid]:
     """The authors' `physics_step` (fluid_base.py) in PhiFlow 3.4: MacCormack self-advection,
     `make_incompressible`, rescaling to the energy before the step, MacCormack marker advection."""
     initial_energy = field.mean(velocity**2)
@@ -74,7 +76,9 @@ def phiflow_fluid_step(velocity: StaggeredGrid, marker: CenteredGrid, solve: Sol
     return velocity, advect.mac_cormack(marker, velocity, FLUID_DT)
 
 
-def fluid_step_kernels(n: int, resolution: int, seed: int = 0) -> tuple[str, Callable[[], object], Callable[[], object]]:
+def fluid_step_kernels(
+    n: int, resolution: int, seed: int = 0
+) -> tuple[str, Callable[[], object], Callable[[], object]]:
     """(name, ours, PhiFlow's) for one fluid step from n sampled states (v0 made divergence-free, m0).
 
     PhiFlow's pressure solve is the first of PRESSURE_SOLVES that converges on this batch; both

@@ -33,7 +33,8 @@ class StepTimer(Callback):
         now = time.perf_counter()
         if self._last_start is not None:
             self.step_times_ms.append(1000 * (now - self._last_start))
-            pl_module.log("time/step_ms", self.step_times_ms[-1])
+            if (trainer.global_step + 1) % trainer.log_every_n_steps == 0:  # a step whose logs are written
+                pl_module.log("time/step_ms", self.step_times_ms[-1])
         self._last_start = now
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -104,17 +105,26 @@ class DivergenceGuard(Callback):
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and self.is_finite(pl_module):
             trainer.save_checkpoint(self.last_checkpoint, weights_only=False)  # preemption: keep every finished step
 
+    def _state(self, pl_module: LightningModule) -> tuple[int, bool]:
+        """(first step with a non-finite loss or prediction or -1, whether all parameters are finite),
+        read from the device in one transfer."""
+        parameters_finite = torch.stack([torch.isfinite(p).all() for p in pl_module.parameters()]).all()
+        bad_step = self._first_bad_step if self._first_bad_step is not None else torch.full_like(parameters_finite, -1,
+                                                                                               dtype=torch.long)
+        bad_step, finite = torch.stack([bad_step.to(parameters_finite.device), parameters_finite.long()]).tolist()
+        return bad_step, bool(finite)
+
     def is_finite(self, pl_module: LightningModule) -> bool:
         """Whether every step so far and every parameter is finite (synchronises with the device)."""
-        bad_step = -1 if self._first_bad_step is None else int(self._first_bad_step)
-        return bad_step < 0 and all(bool(torch.isfinite(p).all()) for p in pl_module.parameters())
+        bad_step, parameters_finite = self._state(pl_module)
+        return bad_step < 0 and parameters_finite
 
     def check(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Raise DivergedError if the run has gone non-finite."""
-        bad_step = int(self._first_bad_step)
+        bad_step, parameters_finite = self._state(pl_module)
         if bad_step >= 0:
             raise DivergedError(bad_step, "loss or prediction")
-        if not all(bool(torch.isfinite(p).all()) for p in pl_module.parameters()):
+        if not parameters_finite:
             raise DivergedError(trainer.global_step, "network parameters")
 
 

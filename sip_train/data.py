@@ -33,8 +33,8 @@ class _Counter(IterableDataset):
     def __init__(self, length: int | None = None) -> None:
         self.length = length
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        return (torch.tensor(i) for i in (itertools.count() if self.length is None else range(self.length)))
+    def __iter__(self) -> Iterator[int]:
+        return itertools.count() if self.length is None else iter(range(self.length))
 
 
 class SyntheticData(LightningDataModule):
@@ -78,11 +78,12 @@ class SyntheticData(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_Counter(-(-self.val_size // self.val_batch_size)), batch_size=None)
 
-    def on_after_batch_transfer(self, batch: torch.Tensor, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def on_after_batch_transfer(self, batch: int, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.trainer.strategy.root_device
         if self.trainer.training:
-            return self.train_batch(self.trainer.global_step, batch.device, self.trainer.global_rank)
-        start = int(batch) * self.val_batch_size
-        x_true, y_target = self.validation_set(batch.device)
+            return self.train_batch(self.trainer.global_step, device, self.trainer.global_rank)
+        start = batch * self.val_batch_size
+        x_true, y_target = self.validation_set(device)
         return x_true[start : start + self.val_batch_size], y_target[start : start + self.val_batch_size]
 
     def train_batch(self, step: int, device: torch.device, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +98,7 @@ class SyntheticData(LightningDataModule):
             torch.randperm(self.train_size, generator=stream_generator(torch.device("cpu"), self.seed, SHUFFLE_STREAM, rank, p))
             for p in range(first, int(passes[-1]) + 1)
         ])
-        index = orders[passes - first, positions % self.train_size].to(device)
+        index = orders[passes - first, positions % self.train_size].to(device, non_blocking=True)
         return x_true[index], y_target[index]
 
     def validation_set(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

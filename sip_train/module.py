@@ -33,7 +33,7 @@ def build_components(
 def compile_components(problem: InverseProblem, network: torch.nn.Module) -> None:
     """torch.compile the network (in place: state_dict keys stay the same) and the problem's physics."""
     network.compile()
-    for hook in ("simulate", "inverse_update"):
+    for hook in ("simulate", "inverse_update", "simulate_and_update"):
         setattr(problem, hook, torch.compile(getattr(problem, hook)))
 
 
@@ -76,11 +76,14 @@ class InverseProblemModule(LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         x_true, y_target = batch
         result = self.rule.training_step(self, y_target)
-        metrics = self.problem.metrics(result["x"], x_true, result["y"], y_target)
-        self.log("step", float(self.global_step))  # x-axis of every logger: updates done so far
-        self.log("train/loss", result["loss"])
-        self.log_dict({f"train/{name}": value.mean() for name, value in metrics.items()})
-        self.log_dict({f"train/{name}": value for name, value in result.get("stats", {}).items()})
+        # Only on the steps the loggers write (every log_every_n_steps): each self.log copies a value to
+        # the device, which on a GPU would block the step.
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            metrics = self.problem.metrics(result["x"], x_true, result["y"], y_target)
+            self.log("step", float(self.global_step))  # x-axis of every logger: updates done so far
+            self.log("train/loss", result["loss"])
+            self.log_dict({f"train/{name}": value.mean() for name, value in metrics.items()})
+            self.log_dict({f"train/{name}": value for name, value in result.get("stats", {}).items()})
         return result
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

@@ -48,6 +48,12 @@ class InverseProblem(nn.Module):
         """The SIP update dx = U(x) (step size 1) from an inverse or higher-order solver."""
         raise NotImplementedError(f"problem {type(self).__name__} has no inverse update, so optimizer=sip cannot train it")
 
+    def simulate_and_update(self, x: torch.Tensor, y_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """y = P(x) and dx = U(x) together, what a SIP step needs; problems whose update can reuse
+        the forward simulation (fluid) override this to simulate once."""
+        y = self.simulate(x)
+        return y, self.inverse_update(x, y, y_target)
+
     @classmethod
     def has_inverse_update(cls) -> bool:
         """Whether this problem implements `inverse_update` (needed by SIP training)."""

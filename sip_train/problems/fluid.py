@@ -62,7 +62,11 @@ class Fluid(InverseProblem):
         return fluid.simulate(x[:, VELOCITY], x[:, MARKER])
 
     def simulate(self, x: torch.Tensor) -> torch.Tensor:
-        markers = self.trajectory(x)[1]
+        return self._observation(self.trajectory(x)[1])
+
+    @staticmethod
+    def _observation(markers: torch.Tensor) -> torch.Tensor:
+        """y = (m0, mt) from the marker trajectory (B, 9, 1, N, N)."""
         return torch.cat([markers[:, 0], markers[:, -1]], dim=1)
 
     def y_loss(self, y: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
@@ -70,7 +74,18 @@ class Fluid(InverseProblem):
         return fluid.fourier_weighted_loss(y[:, 1:], y_target[:, 1:], self.loss_falloff)
 
     def inverse_update(self, x: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
-        estimate = fluid.sip_estimate(x[:, VELOCITY], y_target[:, :1], y_target[:, 1:], gain=self.sip_gain)
+        return self._update(x, y_target)
+
+    def simulate_and_update(self, x: torch.Tensor, y_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward simulation serves both the observation y and the estimator."""
+        trajectory = self.trajectory(x)
+        return self._observation(trajectory[1]), self._update(x, y_target, trajectory)
+
+    def _update(self, x: torch.Tensor, y_target: torch.Tensor,
+                trajectory: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """dx = v~0 - v0 from the reverse-simulation estimator (0 on the m0 channel)."""
+        estimate = fluid.sip_estimate(x[:, VELOCITY], y_target[:, :1], y_target[:, 1:], gain=self.sip_gain,
+                                      trajectory=trajectory)
         return torch.cat([estimate - x[:, VELOCITY], torch.zeros_like(x[:, MARKER])], dim=1)
 
     def metrics(

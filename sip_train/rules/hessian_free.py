@@ -355,6 +355,14 @@ class HessianFreeRule(PhysicsGradient):
         super().__init__(optimizer, lr, create_graph)
         self.make_optimizer([torch.zeros(1, requires_grad=True)])  # bad settings fail at start-up, not in fit
 
+    def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> HessianFree:
+        """The `HessianFree` optimizer; refuses several processes, whose steps nothing would keep in sync."""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed and torch.distributed.get_world_size() > 1:
+            raise RuntimeError("optimizer=hessian_free trains on one device only: its gradients, curvature "
+                               "products and line search are not averaged across processes")
+        return super().make_optimizer(parameters)
+
     def training_step(self, module: InverseProblemModule, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
         optimizer = module.optimizers()
         result: dict[str, torch.Tensor] = {}

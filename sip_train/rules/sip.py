@@ -12,7 +12,8 @@ PROXY_NORMS = ("l2", "l1")
 class ProxyRule(UpdateRule):
     """Train on the proxy objective ||NN(y*) - stop_grad(x + dx)|| for an x-space update dx.
 
-    Subclasses choose dx (`x_update`); the network never sees a gradient through the physics.
+    Subclasses choose dx (`x_update`, or `simulate_and_update` to share work with the simulation);
+    the network never sees a gradient through the physics.
 
     Args:
         eta: step size of the x-space update.
@@ -33,13 +34,20 @@ class ProxyRule(UpdateRule):
         """The x-space update dx at a detached prediction x with simulated y."""
         raise NotImplementedError
 
+    def simulate_and_update(
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """y = P(x) and the update dx at a detached prediction x."""
+        y = problem.simulate(x)
+        return y, self.x_update(problem, x, y, y_target)
+
     def objective(
         self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             x_detached = x.detach()
-            y = problem.simulate(x_detached)
-            x_target = x_detached + self.eta * self.x_update(problem, x_detached, y, y_target)
+            y, dx = self.simulate_and_update(problem, x_detached, y_target)
+            x_target = x_detached + self.eta * dx
         difference = (x - x_target).flatten(1)
         if self.proxy_norm == "l1":
             return difference.abs().sum(1), y
@@ -56,5 +64,7 @@ class SIP(ProxyRule):
                 "use a gradient-based optimizer (e.g. optimizer=adam)"
             )
 
-    def x_update(self, problem: InverseProblem, x: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
-        return problem.inverse_update(x, y, y_target)
+    def simulate_and_update(
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return problem.simulate_and_update(x, y_target)
