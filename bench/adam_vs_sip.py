@@ -15,11 +15,9 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import REPO, markdown_table, provenance, write_section  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
+from _report import markdown_table, provenance, write_section  # noqa: E402
 
+from sip_train.config import compose_config  # noqa: E402
 from sip_train.run import train  # noqa: E402
 
 
@@ -29,13 +27,7 @@ def run(problem: str, rule: str, args: argparse.Namespace, run_dir: Path) -> tup
                  f"data.batch_size={args.batch}", f"trainer.max_steps={args.steps}", f"seed={args.seed}",
                  f"trainer.val_check_interval={args.every}", "logger=csv", "trainer.enable_progress_bar=false",
                  "figure_examples=0", f"threads={args.threads}", f"trainer.accelerator={args.accelerator}"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.run_dir = str(run_dir)
-        del cfg.hydra
-    summary = train(cfg)
+    summary = train(compose_config(overrides, run_dir))
     metrics = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["val/x_l1"])
     return metrics.set_index("step")["val/x_l1"], summary["step_time_ms_median"]
 

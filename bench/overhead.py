@@ -45,13 +45,12 @@ from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import REPO, markdown_table, provenance, write_section  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig, open_dict  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 import sip_train.run  # noqa: E402
 from sip_train.callbacks import StepTimer  # noqa: E402
+from sip_train.config import compose_config  # noqa: E402
 from sip_train.module import build_components, compile_components  # noqa: E402
 
 PROBLEMS = ("poisson", "heat", "fluid")
@@ -63,17 +62,6 @@ TARGETS = {"lightning / bare": 1.05, "SIP / network": {"poisson": 1.2, "heat": 1
 
 
 # --- configuration and the bare loop ----------------------------------------------------------
-
-
-def compose_config(overrides: list[str], run_dir: Path) -> DictConfig:
-    """conf/config.yaml with overrides, composed as train.py composes it (Hydra runtime info set)."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.run_dir = str(run_dir)
-        del cfg.hydra
-    return cfg
 
 
 def run_config(problem: str, rule: str, resolution: int, batch: int, steps: int, run_dir: Path,

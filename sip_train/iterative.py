@@ -27,16 +27,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scipy.optimize  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from sip_train.config import compose_config  # noqa: E402
 from sip_train.module import InverseProblemModule  # noqa: E402
 from sip_train.problems.base import InverseProblem  # noqa: E402
 from sip_train.summary import read_summary  # noqa: E402
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 #: observe(iteration, x, examples): called with the iterate of `examples` at each iteration.
 Observer = Callable[[int, torch.Tensor, slice], None]
 
@@ -248,13 +246,6 @@ def compare_runs(runs: dict[str, Path], out_dir: Path, device: str = "cpu", exam
     return write(*compare(problem, x_true, y_target, networks, **options), out_dir)
 
 
-def composed_config(overrides: Sequence[str]) -> DictConfig:
-    """conf/config.yaml with Hydra overrides (for a validation set without a trained run)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", help="run directories, or Hydra overrides (key=value) of the validation set")
@@ -274,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if runs:
         result = compare_runs({Path(run).name: Path(run) for run in runs}, args.out, args.device, args.examples, **options)
     else:
-        problem, x_true, y_target = validation_set(composed_config(overrides), args.device, args.examples)
+        problem, x_true, y_target = validation_set(compose_config(overrides), args.device, args.examples)
         result = write(*compare(problem, x_true, y_target, **options), args.out)
     print(result["markdown"].read_text())
 

@@ -10,15 +10,13 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, open_dict  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from sip_train.config import CONF, compose_config  # noqa: E402,F401 - compose_config is used by the tests
 
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
 
 #: Overrides that shrink any run to test size (a 16x16 grid, a few steps, CSV logging).
 TINY = [
@@ -38,22 +36,6 @@ TINY = [
 def options(group: str) -> list[str]:
     """The options of a config group, i.e. the YAML files in conf/<group>/."""
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
-def compose_config(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
-    """Compose conf/config.yaml with overrides, with Hydra's runtime info set as in a real run.
-
-    `run_dir` stands in for Hydra's output directory, which only exists in a real run.
-    """
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        if run_dir is not None:
-            cfg.run_dir = str(run_dir)
-        del cfg.hydra
-    return cfg
 
 
 @pytest.fixture

@@ -36,10 +36,10 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
+from sip_train.config import CONF
 from sip_train.checkpoints import newest_checkpoint
 from sip_train.summary import read_summary
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 SPEC_KEYS = ("experiment", "grid", "list", "metric", "curves", "smooth", "tail", "plots", "iterative")
 #: Override keys (and key prefixes) that change how a job runs or logs, not its result: a completed
 #: job still counts as done when only these differ.
