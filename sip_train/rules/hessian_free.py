@@ -343,7 +343,8 @@ class HessianFreeRule(PhysicsGradient):
     (every linear physics). The step runs through Lightning's optimizer, so the step counter
     advances and lambda and the CG warm start are saved in, and restored from, checkpoints.
     Logged per step: damping (the lambda of this step's CG), cg_iterations, reduction_ratio
-    (rho) and step_size (0 when the line search rejected the step).
+    (rho) and step_size (0 when the line search rejected the step). Batch-norm running
+    statistics are those of the step's batch at the new weights (one extra forward pass).
 
     Args:
         optimizer: a `HessianFree` partial holding its settings (curvature, damping, CG).
@@ -366,7 +367,6 @@ class HessianFreeRule(PhysicsGradient):
     def training_step(self, module: InverseProblemModule, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
         optimizer = module.optimizers()
         result: dict[str, torch.Tensor] = {}
-        buffers: list[Tensor] = []
 
         def closure() -> tuple[Tensor, Tensor]:
             x = module.predict(y_target)
@@ -374,14 +374,13 @@ class HessianFreeRule(PhysicsGradient):
             loss = module.problem.reduce(per_example)
             if not result:  # the first call, with a graph, at the parameters before the step
                 result.update(loss=loss.detach(), x=x.detach(), y=y)
-                buffers.extend(buffer.detach().clone() for buffer in module.network.buffers())
             return loss, x
 
         optimizer.step(closure=closure)
-        # line-search forward passes must not move running statistics (batch norm): keep the first pass's
+        # Batch-norm running averages (momentum 0.1) lag far behind Hessian-free steps, and the line
+        # search moved them at rejected trial weights: recompute them from this batch at the new weights.
         with torch.no_grad():
-            for buffer, saved in zip(module.network.buffers(), buffers):
-                buffer.copy_(saved)
+            torch.optim.swa_utils.update_bn([module.problem.network_input(y_target)], module.network)
         stats = optimizer.last_stats
         result["stats"] = {name: torch.tensor(stats[key], device=y_target.device) for name, key in (
             ("damping", "damping"), ("cg_iterations", "cg_iters"), ("reduction_ratio", "rho"),
