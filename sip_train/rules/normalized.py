@@ -15,8 +15,11 @@ class NormalizedGradient(ProxyRule):
     the gradient of the physics, so it trains every problem.
     """
 
-    def x_update(self, problem: InverseProblem, x: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
+    def simulate_and_update(
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():  # the proxy objective computes x~ under no_grad
             x = x.detach().requires_grad_(True)
-            (gradient,) = torch.autograd.grad(problem.physics_loss(x, y_target).sum(), x)
-        return -gradient.sign()
+            y = problem.simulate(x)
+            (gradient,) = torch.autograd.grad(problem.y_loss(y, y_target).sum(), x)
+        return y.detach(), -gradient.sign()

@@ -12,8 +12,8 @@ PROXY_NORMS = ("l2", "l1")
 class ProxyRule(UpdateRule):
     """Train on the proxy objective ||NN(y*) - stop_grad(x + dx)|| for an x-space update dx.
 
-    Subclasses choose dx (`x_update`, or `simulate_and_update` to share work with the simulation);
-    the network never sees a gradient through the physics.
+    Subclasses choose dx in `simulate_and_update`, which also returns y = P(x) so the update can
+    reuse the simulation; the network never sees a gradient through the physics.
 
     Args:
         eta: step size of the x-space update.
@@ -30,16 +30,11 @@ class ProxyRule(UpdateRule):
         self.eta = eta
         self.proxy_norm = proxy_norm
 
-    def x_update(self, problem: InverseProblem, x: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
-        """The x-space update dx at a detached prediction x with simulated y."""
-        raise NotImplementedError
-
     def simulate_and_update(
         self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """y = P(x) and the update dx at a detached prediction x."""
-        y = problem.simulate(x)
-        return y, self.x_update(problem, x, y, y_target)
+        """y = P(x) (detached) and the x-space update dx at a detached prediction x."""
+        raise NotImplementedError
 
     def objective(
         self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
