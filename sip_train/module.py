@@ -24,9 +24,9 @@ def build_components(
     """
     problem_obj: InverseProblem = instantiate(problem)
     rule: UpdateRule = instantiate(optimizer)
-    rule.check_problem(problem_obj)
     torch.manual_seed(seed)
     network_obj = instantiate(network, in_shape=problem_obj.y_shape, out_shape=problem_obj.x_shape)
+    rule.check(problem_obj, network_obj)
     return problem_obj, network_obj, rule
 
 
@@ -38,7 +38,8 @@ def compile_components(problem: InverseProblem, network: torch.nn.Module) -> Non
 
 
 class InverseProblemModule(LightningModule):
-    """Trains a network x = NN(y*) on one inverse problem with one update rule.
+    """Trains a network x = NN(y*) on one inverse problem with one update rule; it is the
+    rules' `StepInterface` (predict, backward, optimizer).
 
     Constructed from the `problem`, `optimizer` and `network` config blocks (nodes of the composed
     config, or plain dicts); they are saved resolved as hyper-parameters, so
@@ -69,6 +70,14 @@ class InverseProblemModule(LightningModule):
         return self.problem.prepare_prediction(self.network(self.problem.network_input(y_target)), y_target)
 
     forward = predict
+
+    def backward(self, loss: torch.Tensor, create_graph: bool = False) -> None:
+        """Back-propagate through Lightning (precision plugins, DDP gradient averaging)."""
+        self.manual_backward(loss, create_graph=create_graph)
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The rule's optimizer, wrapped by Lightning so that stepping it advances the global step."""
+        return self.optimizers()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.rule.make_optimizer(self.network.parameters())

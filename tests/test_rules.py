@@ -119,9 +119,9 @@ def test_a_hessian_free_step_leaves_batch_statistics_of_the_new_weights():
     initial_loss = problem.reduce(problem.physics_loss(initial(y_target), y_target))
     rule = HessianFreeRule(functools.partial(HessianFree, cg_max_iter=5), lr=1.0)
     optimizer = rule.make_optimizer(network.parameters())
-    module = SimpleNamespace(problem=problem, network=network, optimizers=lambda: optimizer,
+    step = SimpleNamespace(problem=problem, network=network, optimizer=lambda: optimizer,
                              predict=lambda y: problem.prepare_prediction(network(problem.network_input(y)), y))
-    result = rule.training_step(module, y_target)
+    result = rule.training_step(step, y_target)
     assert result["loss"] == pytest.approx(initial_loss.item())
     assert result["stats"]["step_size"] > 0 and result["stats"]["cg_iterations"] == 5
     assert not torch.equal(network[0].weight, initial[0].weight)

@@ -23,10 +23,13 @@ class InverseProblem(nn.Module):
         y_shape: shape of one observation y.
         batch_reduction: how per-example objectives become the batch objective ("sum" or
             "mean"), matching the paper's scripts so their learning rates transfer.
+        primary_metric: the key of `metrics` that ranks runs and checkpoints (x_l1 unless the
+            problem has no ground-truth x).
     """
 
     x_shape: tuple[int, ...]
     y_shape: tuple[int, ...]
+    primary_metric: str = "x_l1"  # the validation metric (lower is better) that picks the best checkpoint
 
     def __init__(self, batch_reduction: str = "sum") -> None:
         super().__init__()

@@ -1,16 +1,34 @@
 """How a batch becomes a parameter update: the network's objective and the optimizer stepping it."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 import torch
+from torch import nn
 
 from sip_train.problems.base import InverseProblem
 
-if TYPE_CHECKING:
-    from sip_train.module import InverseProblemModule
-
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+class StepInterface(Protocol):
+    """What an update rule may use of the trainer that runs it (the LightningModule implements it).
+
+    Rules see only this: the problem, the network, the prediction, backward and the optimizer,
+    so they never import the module and can be driven by a bare loop (see bench/).
+    """
+
+    problem: InverseProblem
+    network: nn.Module
+
+    def predict(self, y_target: torch.Tensor) -> torch.Tensor:
+        """x = NN(y*) with the problem's invariants applied (differentiable in the weights)."""
+
+    def backward(self, loss: torch.Tensor, create_graph: bool = False) -> None:
+        """Back-propagate `loss` into the network's .grad (precision and DDP handled by the trainer)."""
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer made by the rule's `make_optimizer`, wrapped by the trainer for stepping."""
 
 
 class UpdateRule:
@@ -33,8 +51,9 @@ class UpdateRule:
         self.lr = float(lr)
         self.create_graph = create_graph
 
-    def check_problem(self, problem: InverseProblem) -> None:
-        """Fail at start-up if this rule cannot train `problem` (e.g. SIP without an inverse update)."""
+    def check(self, problem: InverseProblem, network: nn.Module) -> None:
+        """Fail at start-up, with one line naming what does not fit, if this rule cannot train
+        `network` on `problem` (e.g. SIP without an inverse, a Jacobian over its memory budget)."""
 
     def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         """The torch optimizer that steps the network's parameters."""
@@ -46,21 +65,21 @@ class UpdateRule:
         """Per-example network objective (B,) for prediction x, and the simulated y = P(x) (detached)."""
         raise NotImplementedError
 
-    def training_step(self, module: InverseProblemModule, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def training_step(self, step: StepInterface, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
         """One parameter update on a batch.
 
         Returns the batch objective `loss`, the prediction `x` and simulated `y` (detached), and
         optionally `stats`: a dict of scalar diagnostics of the rule, logged as train/<name>.
         """
-        optimizer = module.optimizers()
+        optimizer = step.optimizer()
         result: dict[str, torch.Tensor] = {}
 
         def closure() -> torch.Tensor:
-            x = module.predict(y_target)
-            per_example, y = self.objective(module.problem, x, y_target)
-            loss = module.problem.reduce(per_example)
+            x = step.predict(y_target)
+            per_example, y = self.objective(step.problem, x, y_target)
+            loss = step.problem.reduce(per_example)
             optimizer.zero_grad()
-            module.manual_backward(loss, create_graph=self.create_graph)
+            step.backward(loss, create_graph=self.create_graph)
             result.update(loss=loss.detach(), x=x.detach(), y=y)
             return loss
 

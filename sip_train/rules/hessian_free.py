@@ -22,15 +22,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
+from sip_train.rules.base import StepInterface
 from sip_train.rules.gradient import PhysicsGradient
-
-if TYPE_CHECKING:
-    from sip_train.module import InverseProblemModule
 
 Forward = Callable[[], tuple[Tensor, Tensor | None]]
 MatVec = Callable[[Tensor], Tensor]
@@ -364,14 +360,14 @@ class HessianFreeRule(PhysicsGradient):
                                "products and line search are not averaged across processes")
         return super().make_optimizer(parameters)
 
-    def training_step(self, module: InverseProblemModule, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
-        optimizer = module.optimizers()
+    def training_step(self, step: StepInterface, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+        optimizer = step.optimizer()
         result: dict[str, torch.Tensor] = {}
 
         def closure() -> tuple[Tensor, Tensor]:
-            x = module.predict(y_target)
-            per_example, y = self.objective(module.problem, x, y_target)
-            loss = module.problem.reduce(per_example)
+            x = step.predict(y_target)
+            per_example, y = self.objective(step.problem, x, y_target)
+            loss = step.problem.reduce(per_example)
             if not result:  # the first call, with a graph, at the parameters before the step
                 result.update(loss=loss.detach(), x=x.detach(), y=y)
             return loss, x
@@ -380,7 +376,7 @@ class HessianFreeRule(PhysicsGradient):
         # Batch-norm running averages (momentum 0.1) lag far behind Hessian-free steps, and the line
         # search moved them at rejected trial weights: recompute them from this batch at the new weights.
         with torch.no_grad():
-            torch.optim.swa_utils.update_bn([module.problem.network_input(y_target)], module.network)
+            torch.optim.swa_utils.update_bn([step.problem.network_input(y_target)], step.network)
         stats = optimizer.last_stats
         result["stats"] = {name: torch.tensor(stats[key], device=y_target.device) for name, key in (
             ("damping", "damping"), ("cg_iterations", "cg_iters"), ("reduction_ratio", "rho"),

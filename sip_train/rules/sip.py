@@ -52,7 +52,7 @@ class ProxyRule(UpdateRule):
 class SIP(ProxyRule):
     """Scale-invariant physics: dx = U(x), the problem's inverse-physics update."""
 
-    def check_problem(self, problem: InverseProblem) -> None:
+    def check(self, problem: InverseProblem, network: torch.nn.Module) -> None:
         if not problem.has_inverse_update():
             raise ValueError(
                 f"optimizer=sip needs an inverse update, which problem {type(problem).__name__} does not provide; "
