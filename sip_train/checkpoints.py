@@ -4,8 +4,10 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 LAST = "last.ckpt"
 
@@ -48,17 +50,42 @@ def read_checkpoint(path: Path) -> dict:
         raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}: {error})") from error
 
 
+#: Top-level config keys that only extend or observe a run (how long, how often, where to, what is shown);
+#: every other key is part of the run's identity. paper_lr is a lookup table: what it selects is optimizer.lr.
+NOT_IDENTITY = ("trainer", "logger", "run_dir", "resume", "ckpt_path", "threads", "figure_examples", "compile",
+                "deterministic", "divergence_check_every", "validate_at_start", "network_defaults", "paper_lr")
+IDENTITY_KEY = "run_identity"
+
+
+def run_identity(cfg: DictConfig, precision: str, accelerator: str, processes: int) -> dict[str, Any]:
+    """Every result-affecting value of a run: the resolved config less NOT_IDENTITY, plus the numerical
+    precision, the accelerator kind and the number of processes the trainer runs with."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    identity = {key: value for key, value in resolved.items() if key not in NOT_IDENTITY}
+    identity["trainer"] = {"precision": str(precision), "accelerator": accelerator, "processes": int(processes)}
+    return identity
+
+
 def _flatten(tree: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(tree, dict):
+    if isinstance(tree, dict) and tree:
         return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
     return {prefix.rstrip("."): tree}
 
 
-def check_same_run(path: Path, checkpoint: dict, hparams: dict, keys: tuple[str, ...] = ("problem", "network", "seed")) -> None:
-    """Refuse to continue from a checkpoint of a differently configured run (another problem, network
-    or seed would not even load, or would silently mix two experiments), naming what differs."""
-    saved = _flatten({key: checkpoint.get("hyper_parameters", {}).get(key) for key in keys})
-    wanted = _flatten({key: hparams.get(key) for key in keys})
+def saved_identity(checkpoint: dict) -> dict[str, Any]:
+    """The identity a checkpoint was saved with (older checkpoints: the module's problem, network and seed)."""
+    if IDENTITY_KEY in checkpoint:
+        return checkpoint[IDENTITY_KEY]
+    hparams = checkpoint.get("hyper_parameters", {})
+    return {key: hparams.get(key) for key in ("problem", "network", "seed")}
+
+
+def check_same_run(path: Path, checkpoint: dict, identity: dict[str, Any]) -> None:
+    """Refuse to continue from a checkpoint of a differently configured run (it would silently mix two
+    experiments), naming every differing key with both values and the two ways out."""
+    saved = _flatten(saved_identity(checkpoint))
+    wanted = _flatten({key: identity.get(key) for key in saved_identity(checkpoint)} if IDENTITY_KEY not in checkpoint
+                      else identity)
     differences = [f"{key}: {saved.get(key)!r} there, {wanted.get(key)!r} now"
                    for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
     if differences:

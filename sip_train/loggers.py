@@ -2,6 +2,7 @@
 blocks a run (online when logged in, offline otherwise) and continues its run id."""
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
@@ -9,16 +10,19 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
-import csv
-
 import wandb
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from omegaconf import DictConfig, OmegaConf
+from wandb.sdk.wandb_run import Run
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "online", "offline", "disabled")
+STEP_METRIC = "trainer/global_step"  # what Lightning's WandbLogger logs as the step: updates done
 
 
 def has_wandb_credentials() -> bool:
@@ -78,6 +82,29 @@ def _run_id(save_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def multirun_job() -> tuple[str, str] | None:
+    """(multirun directory name, the job's swept `key=value,...`) inside a `train.py -m` job, else None."""
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN or hydra.job.get("num") is None:
+        return None
+    return Path(hydra.sweep.dir).name, hydra.job.override_dirname
+
+
+def choice_tags() -> list[str]:
+    """Tags naming the run's problem, update rule and experiment (their config-group choices)."""
+    if not HydraConfig.initialized():
+        return []
+    choices = HydraConfig.get().runtime.choices
+    return [str(choices[group]) for group in ("problem", "optimizer", "experiment") if choices.get(group)]
+
+
+def offline_notice(sync_dir: str | Path) -> str:
+    """The one line an offline run prints: where the run is and the command that uploads it."""
+    return f"W&B is offline: the run is saved in {sync_dir}; upload it with `wandb sync {sync_dir}`"
+
+
 def wandb_logger(
     save_dir: str,
     project: str = "sip-train",
@@ -90,21 +117,71 @@ def wandb_logger(
 ) -> WandbLogger:
     """A Lightning W&B logger whose run is created now, in a mode that cannot prompt or hang.
 
-    Online runs that fail to start (no network, bad key) fall back to offline with a warning.
-    The run id is kept in <save_dir>/wandb_run_id, so a resumed run continues the same W&B run.
+    Online runs that fail to start (no network, bad key) say why in one line and log offline;
+    an offline run says in one line where it is and how to upload it. The run id is kept in
+    <save_dir>/wandb_run_id, so a resumed run continues the same W&B run. In a multirun job the
+    group defaults to the multirun directory's name and the name carries the swept key=values;
+    the problem, rule and experiment are added as tags.
     """
     if rank_zero_only.rank != 0:  # DDP workers: Lightning gives them a dummy experiment
         return WandbLogger(save_dir=str(save_dir), project=project)
     chosen = resolve_mode(mode)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     run_id = run_id or _run_id(Path(save_dir))
-    options = dict(project=project, name=name, group=group, tags=list(tags or []), dir=str(save_dir), id=run_id,
+    job = multirun_job()
+    if job is not None:
+        group = group or job[0]
+        name = f"{name} {job[1]}".strip() if job[1] else name
+    tags = list(dict.fromkeys([*(tags or []), *choice_tags()]))
+    options = dict(project=project, name=name, group=group, tags=tags, dir=str(save_dir), id=run_id,
                    resume="allow", reinit="finish_previous")
     try:
         run = wandb.init(mode=chosen, settings=wandb.Settings(init_timeout=init_timeout_s, silent=True), **options)
     except Exception as error:  # noqa: BLE001 - any failure to go online must not stop training
         if chosen != "online":
             raise
-        log.warning("W&B could not start online (%s); logging offline instead", error)
-        run = wandb.init(mode="offline", settings=wandb.Settings(silent=True), **options)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        log.warning("W&B could not go online (%s: %s); logging offline instead", type(error).__name__, reason)
+        chosen = "offline"
+        run = wandb.init(mode=chosen, settings=wandb.Settings(silent=True), **options)
+    if chosen == "offline":
+        log.info(offline_notice(Path(run.settings.sync_dir).resolve()))
     return WandbLogger(experiment=run, save_dir=str(save_dir), log_model=False)
+
+
+def wandb_run(loggers: list[Logger]) -> Run | None:
+    """The live W&B run among a trainer's loggers (None if W&B is off, disabled or on a DDP worker)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and isinstance(logger._experiment, Run) and not logger._experiment.disabled:
+            return logger._experiment
+    return None
+
+
+def describe_run(loggers: list[Logger], cfg: DictConfig, primary_metric: str = "x_l1") -> None:
+    """Give the W&B run the whole resolved run config and make the training step every chart's x-axis.
+
+    Lightning only defines its step metric for runs it creates itself; this run is created by
+    `wandb_logger`, so every metric is tied to `trainer/global_step` (updates done) here, and
+    the problem's primary validation metric keeps its minimum (best) and last value in the summary.
+    """
+    run = wandb_run(loggers)
+    if run is None:
+        return
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if HydraConfig.initialized():
+        hydra = HydraConfig.get()
+        config["choices"] = {k: v for k, v in hydra.runtime.choices.items() if isinstance(v, str)}
+        config["overrides"] = list(hydra.overrides.task)
+    run.config.update(config, allow_val_change=True)
+    run.define_metric(STEP_METRIC)
+    run.define_metric("*", step_metric=STEP_METRIC, step_sync=True)
+    run.define_metric(f"val/{primary_metric}", step_metric=STEP_METRIC, summary="min,last")
+
+
+def finish_wandb(summary: dict) -> None:
+    """Put the run's outcome (status, steps, wall time, final metrics) in the W&B summary and close the run."""
+    if wandb.run is None:
+        return
+    wandb.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and
+                              not isinstance(v, bool)})
+    wandb.finish()

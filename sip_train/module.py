@@ -39,7 +39,7 @@ def compile_components(problem: InverseProblem, network: torch.nn.Module) -> Non
 
 class InverseProblemModule(LightningModule):
     """Trains a network x = NN(y*) on one inverse problem with one update rule; it is the
-    rules' `StepInterface` (predict, backward, optimizer).
+    rules' `StepInterface` (predict, manual_backward, optimizer).
 
     Constructed from the `problem`, `optimizer` and `network` config blocks (nodes of the composed
     config, or plain dicts); they are saved resolved as hyper-parameters, so
@@ -70,10 +70,6 @@ class InverseProblemModule(LightningModule):
         return self.problem.prepare_prediction(self.network(self.problem.network_input(y_target)), y_target)
 
     forward = predict
-
-    def backward(self, loss: torch.Tensor, create_graph: bool = False) -> None:
-        """Back-propagate through Lightning (precision plugins, DDP gradient averaging)."""
-        self.manual_backward(loss, create_graph=create_graph)
 
     def optimizer(self) -> torch.optim.Optimizer:
         """The rule's optimizer, wrapped by Lightning so that stepping it advances the global step."""

@@ -57,6 +57,12 @@ class InverseProblem(nn.Module):
         y = self.simulate(x)
         return y, self.inverse_update(x, y, y_target)
 
+    def unknown_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """Which components of the solution estimate x the network predicts: a bool tensor of shape
+        (1, *x.shape[1:]), the same for every example. Proxy rules and generic inverse solvers move
+        only these; the rest is known (fluid's observed marker m0). Default: all of x."""
+        return torch.ones((1, *x.shape[1:]), dtype=torch.bool, device=x.device)
+
     @classmethod
     def has_inverse_update(cls) -> bool:
         """Whether this problem implements `inverse_update` (needed by SIP training)."""

@@ -57,6 +57,12 @@ class Fluid(InverseProblem):
         """The predicted v0 (B, 2, N, N) completed with the observed m0 to the state (B, 3, N, N)."""
         return torch.cat([x, y_target[:, :1].to(x.dtype)], dim=1)
 
+    def unknown_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """Only v0 is unknown; the m0 channel is observed."""
+        mask = torch.zeros((1, *x.shape[1:]), dtype=torch.bool, device=x.device)
+        mask[:, VELOCITY] = True
+        return mask
+
     def trajectory(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Staggered velocities (B, 9, 2, N, N) and markers (B, 9, 1, N, N) from the state x."""
         return fluid.simulate(x[:, VELOCITY], x[:, MARKER])

@@ -14,7 +14,7 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 class StepInterface(Protocol):
     """What an update rule may use of the trainer that runs it (the LightningModule implements it).
 
-    Rules see only this: the problem, the network, the prediction, backward and the optimizer,
+    Rules see only this: the problem, the network, the prediction, manual_backward and the optimizer,
     so they never import the module and can be driven by a bare loop (see bench/).
     """
 
@@ -24,7 +24,7 @@ class StepInterface(Protocol):
     def predict(self, y_target: torch.Tensor) -> torch.Tensor:
         """x = NN(y*) with the problem's invariants applied (differentiable in the weights)."""
 
-    def backward(self, loss: torch.Tensor, create_graph: bool = False) -> None:
+    def manual_backward(self, loss: torch.Tensor, create_graph: bool = False) -> None:
         """Back-propagate `loss` into the network's .grad (precision and DDP handled by the trainer)."""
 
     def optimizer(self) -> torch.optim.Optimizer:
@@ -79,7 +79,7 @@ class UpdateRule:
             per_example, y = self.objective(step.problem, x, y_target)
             loss = step.problem.reduce(per_example)
             optimizer.zero_grad()
-            step.backward(loss, create_graph=self.create_graph)
+            step.manual_backward(loss, create_graph=self.create_graph)
             result.update(loss=loss.detach(), x=x.detach(), y=y)
             return loss
 
