@@ -1,60 +1,63 @@
-"""Run a named sweep (conf/sweep/<name>.yaml) as Hydra multirun jobs of train.py, then write
-results.csv, results.md and figures into the sweep directory (multirun/<name>).
+"""Run a named sweep (conf/sweep/<name>.yaml) as train.py's Hydra multirun, then aggregate it:
+results.csv, results.md and figures in the sweep directory (multirun/<name>), and W&B when on.
 
     python sweep.py sweep=heat_lr_batch                        # Fig. 11: runs what is not done yet
     python sweep.py sweep=heat_lr_batch hydra/launcher=joblib_1thread hydra.launcher.n_jobs=4
     python sweep.py sweep=heat_lr_batch hydra/launcher=slurm_gpu hydra.launcher.partition=gpu
-    python sweep.py sweep=heat_lr_batch trainer.max_steps=500 hydra.sweep.dir=multirun/short
+    python sweep.py sweep=heat_lr_batch optimizer.lr=1e-3 data.batch_size=4 trainer.max_steps=20 \
+        hydra.sweep.dir=multirun/smoke                         # a smoke test: 2 jobs of 20 steps
     python sweep.py sweep=heat_lr_batch --report-only          # re-aggregate an existing sweep
     python sweep.py sweep=heat_lr_batch --list                 # the jobs, and which are completed
 
-Other arguments are Hydra overrides: hydra.* ones configure the multirun and its launcher, the
-others go to every job. Re-running the same command skips the jobs already completed.
+Other arguments are Hydra overrides, exactly as `python train.py -m sweep=NAME ...` takes them
+(which runs the same jobs without the report). Re-running the same command skips finished jobs.
 """
 from __future__ import annotations
 
 import argparse
-import logging
+import subprocess
 import sys
+from pathlib import Path
 
-from hydra.errors import HydraException
+from sip_train.sweep.report import report
+from sip_train.sweep.spec import SweepError, override_key, sweep_directory
 
-from sip_train.sweep import SweepError, run_sweep
+TRAIN = Path(__file__).resolve().with_name("train.py")
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="sweep=NAME (or sweep=path/to/sweep.yaml) and Hydra overrides")
+    parser.add_argument("overrides", nargs="*", help="sweep=NAME (a config of conf/sweep/ or of a hydra.searchpath "
+                                                     "folder's sweep/) and Hydra overrides")
     parser.add_argument("--report-only", action="store_true", help="aggregate the sweep directory, run nothing")
     parser.add_argument("--list", action="store_true", help="list the jobs and which are completed, run nothing")
     args = parser.parse_args(argv)
-    names = [item.split("=", 1)[1] for item in args.overrides if item.startswith("sweep=")]
+    names = [item.split("=", 1)[1] for item in args.overrides if override_key(item) == "sweep"]
     if len(names) != 1:
-        parser.error("name the sweep once: sweep=NAME (a file in conf/sweep/) or sweep=path/to/sweep.yaml")
+        parser.error("name the sweep once: sweep=NAME (a file in conf/sweep/)")
     args.sweep = names[0]
-    args.overrides = [item for item in args.overrides if not item.startswith("sweep=")]
+    given = [item.split("=", 1)[1].strip("'\"") for item in args.overrides if override_key(item) == "hydra.sweep.dir"]
+    args.sweep_dir = sweep_directory(args.sweep, given[-1] if given else None)
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    task_function = None
-    if not (args.report_only or args.list):
-        from train import main as task_function  # train.py's Hydra task function, run once per job
-    try:
-        result = run_sweep(args.sweep, args.overrides, task_function, report_only=args.report_only, list_only=args.list)
-    except (SweepError, HydraException) as error:  # a bad sweep file or override: one clear message
-        sys.exit(f"error: {error}")
+    if not args.report_only:
+        dry_run = ["hydra.sweeper.dry_run=true"] if args.list else []
+        code = subprocess.run([sys.executable, str(TRAIN), "-m", *args.overrides, *dry_run]).returncode
+        if code:  # Hydra has printed why (a bad override, a sweep file error)
+            sys.exit(code)
     if args.list:
-        for job in result["jobs"]:
-            print(f"{'completed' if job.name in result['completed'] else 'to run':>9}  {job.name}")
-        print(f"sweep directory: {result['sweep_dir']}")
         return
+    try:
+        result = report(args.sweep_dir)
+    except SweepError as error:
+        sys.exit(f"error: {error}")
     print(result["markdown"].read_text())
     if result["iterative"]:
         print(result["iterative"]["markdown"].read_text())
-    print(f"results and figures in {result['sweep_dir']}")
+    print(f"results and figures in {args.sweep_dir}")
 
 
 if __name__ == "__main__":

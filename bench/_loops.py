@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from _report import REPO
@@ -246,6 +246,17 @@ def check(ratios: list[float], target: float | None) -> str:
     median, q1, q3 = spread(ratios)
     verdict = "" if target is None else f" {'✓' if median <= target else '✗'} (≤ {target:g})"
     return f"{median:.3f} [{q1:.3f}-{q3:.3f}]{verdict}"
+
+
+def all_problems() -> list[str]:
+    """Every problem with a config file in conf/problem."""
+    return sorted(path.stem for path in (REPO / "conf" / "problem").glob("*.yaml"))
+
+
+def trainable_rules(problem: str, rules: list[str] | tuple[str, ...]) -> list[str]:
+    """The rules of `rules` that can train `problem` (SIP only where its class implements `inverse_update`)."""
+    target = OmegaConf.load(REPO / "conf" / "problem" / f"{problem}.yaml").problem._target_
+    return [rule for rule in rules if rule != "sip" or get_class(target).has_inverse_update()]
 
 
 def available_problems(requested: list[str]) -> tuple[list[str], list[str]]:

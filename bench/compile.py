@@ -1,7 +1,7 @@
 """compile=true against eager: step time, compile time and the difference of results, per problem and rule.
 
 `compile=true` is `sip_train.module.compile_components`: torch.compile of the network (in place) and of the
-problem's `simulate` and `inverse_update`. For each (problem, rule) two bare loops (bench/overhead.py's
+problem's `simulate` and `inverse_update`. For each (problem, rule) two bare loops (bench/_loops.py's
 `BareLoop`, the training step of the module without Lightning) start from the same weights and see the same
 batches, one compiled:
 
@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _loops  # noqa: E402
 import overhead  # noqa: E402
 from _report import markdown_table, provenance, write_section  # noqa: E402
 
@@ -36,7 +37,7 @@ ROUND_OFF_FACTOR = 2.0  # compiled error vs float64 may be this multiple of the 
 ULPS = 8 * torch.finfo(torch.float32).eps  # ... or of a few float32 ulps, when eager happens to be closer
 
 
-def first_step(loop: overhead.BareLoop, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+def first_step(loop: _loops.BareLoop, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
     """Loss, prediction and parameter gradients of one step on y_target, without the update."""
     x = loop.predict(y_target)
     per_example, _ = loop.rule.objective(loop.problem, x, y_target)
@@ -47,7 +48,7 @@ def first_step(loop: overhead.BareLoop, y_target: torch.Tensor) -> dict[str, tor
     return {"loss": loss.detach(), "prediction": x.detach(), "gradients": gradients}
 
 
-def float64_first_step(loop: overhead.BareLoop, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+def float64_first_step(loop: _loops.BareLoop, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
     """`first_step` with a float64 copy of the (not yet updated) network and float64 physics."""
     network = copy.deepcopy(loop.network).double()
     y_target = y_target.double()
@@ -67,10 +68,10 @@ def relative_difference(compiled: torch.Tensor, eager: torch.Tensor) -> float:
 def compare(problem: str, rule: str, resolution: int, batch: int, args: argparse.Namespace) -> dict:
     """Eager vs compiled bare loops of one (problem, rule): differences, compile time, step-time samples."""
     torch._dynamo.reset()  # each pair compiles afresh; no cache entries of earlier problems count
-    device = overhead.device_of(args.device)
-    sync = overhead.synchronizer(device)
+    device = _loops.device_of(args.device)
+    sync = _loops.synchronizer(device)
     with tempfile.TemporaryDirectory() as scratch:
-        eager, compiled = (overhead.BareLoop(overhead.run_config(problem, rule, resolution, batch, 1, Path(scratch),
+        eager, compiled = (_loops.BareLoop(_loops.run_config(problem, rule, resolution, batch, 1, Path(scratch),
                                                                  args, f"compile={flag}"), device)
                            for flag in ("false", "true"))
     _, y_target = eager.data.train_batch(0, device)
@@ -90,7 +91,7 @@ def compare(problem: str, rule: str, resolution: int, batch: int, args: argparse
     for round_index in range(args.blocks):
         order = (("eager", eager), ("compiled", compiled))
         for name, loop in order if round_index % 2 == 0 else order[::-1]:
-            samples[name].append(overhead.time_block(loop.step, args.block, sync))
+            samples[name].append(_loops.time_block(loop.step, args.block, sync))
     return {
         "samples": samples,
         "compile_s": seconds["compiled"] - seconds["eager"],
@@ -105,11 +106,11 @@ def table(results: dict, compare_steps: int) -> str:
     """One row per (problem, rule, size)."""
     rows = []
     for (problem, rule, size), result in results.items():
-        eager, compiled = (overhead.spread(result["samples"][name])[0] for name in ("eager", "compiled"))
+        eager, compiled = (_loops.spread(result["samples"][name])[0] for name in ("eager", "compiled"))
         errors = result["errors"]
         within = all(errors["compiled"][k] <= ROUND_OFF_FACTOR * max(errors["eager"][k], ULPS) for k in QUANTITIES)
-        rows.append([problem, rule, size, overhead.fmt(result["samples"]["eager"]),
-                     overhead.fmt(result["samples"]["compiled"]), f"{eager / compiled:.2f}x",
+        rows.append([problem, rule, size, _loops.fmt(result["samples"]["eager"]),
+                     _loops.fmt(result["samples"]["compiled"]), f"{eager / compiled:.2f}x",
                      f"{result['compile_s']:.1f}", ", ".join(f"{result['differences'][k]:.1e}" for k in QUANTITIES),
                      ", ".join(f"{errors['eager'][k]:.1e}" for k in QUANTITIES),
                      ", ".join(f"{errors['compiled'][k]:.1e}" for k in QUANTITIES),
@@ -152,8 +153,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")
     torch.set_num_threads(args.threads)
-    overhead.quiet()
-    problems, missing = overhead.available_problems(args.problems)
+    _loops.quiet()
+    problems, missing = _loops.available_problems(args.problems)
     results = {}
     for problem in problems:
         resolution, batch = overhead.sizes(problem, args)

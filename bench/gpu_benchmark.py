@@ -33,6 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compile as compile_bench  # noqa: E402
+import _loops  # noqa: E402
+import _sync_audit  # noqa: E402
 import overhead  # noqa: E402
 from _report import markdown_table, provenance, write_section  # noqa: E402
 
@@ -51,10 +53,10 @@ def training_table(results: dict) -> str:
     """Steps per second of the Lightning run and its bare twin, their ratio, and peak memory."""
     rows = []
     for (problem, rule, size), result in results.items():
-        lightning, bare = (overhead.spread(result[name])[0] for name in ("lightning", "bare"))
+        lightning, bare = (_loops.spread(result[name])[0] for name in ("lightning", "bare"))
         rows.append([problem, rule, size, f"{1e3 / lightning:.1f}", f"{1e3 / bare:.1f}",
-                     overhead.fmt(result["lightning"]), overhead.fmt(result["bare"]),
-                     overhead.check(result["ratios"], overhead.TARGETS["lightning / bare"]),
+                     _loops.fmt(result["lightning"]), _loops.fmt(result["bare"]),
+                     _loops.check(result["ratios"], overhead.TARGETS["lightning / bare"]),
                      f"{result['peak_mib']:.0f}", result["summary"]["steps"],
                      f"{result['summary']['x_l1']:.4g}" if result["summary"].get("x_l1") is not None else ""])
     return markdown_table(["problem", "rule", "grid, batch", "Lightning steps/s", "bare steps/s",
@@ -91,8 +93,8 @@ def main() -> None:
     os.environ.setdefault("WANDB_MODE", "disabled")
     torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = False  # the framework's default; same kernels for both loops
-    overhead.quiet()
-    problems, missing = overhead.available_problems(args.problems)
+    _loops.quiet()
+    problems, missing = _loops.available_problems(args.problems)
     results: dict[str, dict] = {"audit": {}, "training": {}, "variants": {}, "small": {}, "compile": {}}
     skipped: list[str] = [f"{p} (no config)" for p in missing]
 
@@ -105,7 +107,7 @@ def main() -> None:
     for problem in problems:
         resolution, batch = overhead.sizes(problem, args)
         for rule in overhead.RULES:
-            results["audit"][problem, rule] = overhead.audit_configuration(problem, rule, resolution, batch, args)
+            results["audit"][problem, rule] = _sync_audit.audit_configuration(problem, rule, resolution, batch, args)
     report()
 
     for problem in problems:
@@ -175,7 +177,7 @@ def section(args: argparse.Namespace, problems: list[str], results: dict, skippe
     ]
     if results["audit"]:
         lines += ["### Host-device synchronisations (sync debug mode)", "",
-                  audit_verdict(results["audit"], args.device), "", overhead.audit_table(results["audit"]), ""]
+                  audit_verdict(results["audit"], args.device), "", _sync_audit.audit_table(results["audit"]), ""]
     if results["training"]:
         lines += ["### Training steps: Lightning vs bare loop", "", training_table(results["training"]), ""]
     if results["variants"]:

@@ -16,23 +16,15 @@ import sys
 from pathlib import Path
 
 import torch
-from hydra.utils import get_class
-from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _loops import (REPO, BareLoop, MinimalLoop, available_problems, check, fmt, lightning_vs_loops,  # noqa: E402
-                    quiet, spread)
+from _loops import (BareLoop, MinimalLoop, available_problems, check, fmt, lightning_vs_loops, quiet,  # noqa: E402
+                    spread, trainable_rules)
 from _report import markdown_table, provenance, write_section  # noqa: E402
 
 PROBLEMS = ("sine", "exp", "wavepacket", "oscillators")
 RULES = ("adam", "sip")
 TARGET = 1.15  # train.py step / minimal-loop step
-
-
-def has_inverse(problem: str) -> bool:
-    """Whether SIP can train the problem (its class implements `inverse_update`)."""
-    target = OmegaConf.load(REPO / "conf" / "problem" / f"{problem}.yaml").problem._target_
-    return get_class(target).has_inverse_update()
 
 
 def table(results: dict) -> str:
@@ -85,9 +77,7 @@ def main() -> None:
     problems, missing = available_problems(args.problems)
     results = {}
     for problem in problems:
-        for rule in args.rules:
-            if rule == "sip" and not has_inverse(problem):
-                continue
+        for rule in trainable_rules(problem, args.rules):
             results[problem, rule] = lightning_vs_loops(problem, rule, None, None, args,
                                                         {"minimal": MinimalLoop, "bare": BareLoop}, *args.set)
             print(table({(problem, rule): results[problem, rule]}), flush=True)

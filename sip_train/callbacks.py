@@ -1,4 +1,4 @@
-"""Callbacks every run uses: step timing, progress, divergence and preemption handling."""
+"""Callbacks every run uses: step timing, divergence and preemption handling (progress: sip_train.progress)."""
 from __future__ import annotations
 
 import logging
@@ -10,9 +10,10 @@ import time
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from sip_train.checkpoints import IDENTITY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +29,17 @@ class StepTimer(Callback):
     def __init__(self) -> None:
         self.step_times_ms: list[float] = []
         self._last_start: float | None = None
+        self._last_step = 0
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
-        now = time.perf_counter()
-        if self._last_start is not None:
-            self.step_times_ms.append(1000 * (now - self._last_start))
-            if (trainer.global_step + 1) % trainer.log_every_n_steps == 0:  # a step whose logs are written
+        now, step = time.perf_counter(), trainer.global_step
+        if self._last_start is not None and step > self._last_step:
+            # per update: a Lightning step may make several (InverseProblemModule.updates_per_step)
+            self.step_times_ms.append(1000 * (now - self._last_start) / (step - self._last_step))
+            updates = getattr(pl_module, "updates_per_step", 1)
+            if (step + updates) % (trainer.log_every_n_steps * updates) == 0:  # a step whose logs are written
                 pl_module.log("time/step_ms", self.step_times_ms[-1])
-        self._last_start = now
+        self._last_start, self._last_step = now, step
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._last_start = None
@@ -45,24 +49,49 @@ class StepTimer(Callback):
         """Median step time in milliseconds (None before two steps)."""
         return statistics.median(self.step_times_ms) if self.step_times_ms else None
 
+    def statistics(self) -> dict[str, float | int | None]:
+        """Step-time statistics over every session of the run, for summary.json."""
+        times = sorted(self.step_times_ms)
+        return {"step_time_ms_median": self.median_ms,
+                "step_time_ms_mean": statistics.fmean(times) if times else None,
+                "step_time_ms_p90": times[int(0.9 * (len(times) - 1))] if times else None,
+                "step_time_samples": len(times)}
 
-class StepProgressBar(TQDMProgressBar):
-    """A progress bar over optimisation steps (the data is infinite, so epochs mean nothing)."""
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Kept in the checkpoint, so a resumed run's statistics cover all its sessions."""
+        return {"step_times_ms": torch.tensor(self.step_times_ms, dtype=torch.float32)}
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.step_times_ms = [*state_dict["step_times_ms"].tolist(), *self.step_times_ms]
+
+
+class RunRecord(Callback):
+    """Writes the run's identity into every checkpoint and counts its sessions and wall time across resumes.
+
+    The identity (see `sip_train.checkpoints.run_identity`) is what a later session must match to
+    continue; sessions and wall time live in the checkpoint's callback state.
+    """
+
+    def __init__(self, identity: dict) -> None:
+        self.identity = identity
+        self.sessions = 1
+        self._earlier_s = 0.0
+        self._start = time.perf_counter()
 
     @property
-    def total_train_batches(self) -> int | float:
-        return self.trainer.max_steps if self.trainer.max_steps > 0 else float("inf")
+    def wall_time_s(self) -> float:
+        """Seconds spent in this run over all its sessions (up to the last checkpoint for earlier ones)."""
+        return self._earlier_s + time.perf_counter() - self._start
 
-    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict:
-        metrics = super().get_metrics(trainer, pl_module)
-        metrics.pop("v_num", None)
-        return metrics
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        checkpoint[IDENTITY_KEY] = self.identity
 
-    def on_train_epoch_start(self, trainer: Trainer, *_) -> None:
-        super().on_train_epoch_start(trainer)
-        self.train_progress_bar.reset(self.total_train_batches)
-        self.train_progress_bar.initial = trainer.global_step
-        self.train_progress_bar.set_description("Training steps")
+    def state_dict(self) -> dict[str, float | int]:
+        return {"sessions": self.sessions, "wall_time_s": self.wall_time_s}
+
+    def load_state_dict(self, state_dict: dict[str, float | int]) -> None:
+        self.sessions = int(state_dict["sessions"]) + 1
+        self._earlier_s = float(state_dict["wall_time_s"])
 
 
 class DivergedError(RuntimeError):
@@ -89,17 +118,27 @@ class DivergenceGuard(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._first_bad_step = torch.full((), -1, dtype=torch.long, device=pl_module.device)
-        if not os.path.exists(self.last_checkpoint):
+        # rank 0's answer for all: saving is a collective, so every rank must take the same branch
+        if not trainer.strategy.broadcast(os.path.exists(self.last_checkpoint)):
             trainer.save_checkpoint(self.last_checkpoint, weights_only=False)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
-        finite = torch.isfinite(outputs["loss"]).all() & torch.isfinite(outputs["x"]).all()
-        unseen = self._first_bad_step < 0
-        self._first_bad_step = torch.where(unseen & ~finite, trainer.global_step, self._first_bad_step)
-        step = trainer.global_step
+        # outputs["loss"] holds one value per update of this step (several with updates_per_step > 1)
+        bad = torch.isfinite(outputs["loss"]).reshape(-1).logical_not_()
+        bad[-1] |= torch.isfinite(outputs["x"]).all().logical_not_()  # x: the prediction of the last update
+        step, updates = trainer.global_step, bad.numel()
+        first_bad = bad.int().argmax() + (step - updates + 1)  # the global step after the first bad update
+        self._first_bad_step = torch.where((self._first_bad_step < 0) & bad.any(), first_bad, self._first_bad_step)
         interval = trainer.val_check_interval if isinstance(trainer.val_check_interval, int) else 1
-        if step % self.check_every == 0 or step % interval == 0 or step >= trainer.max_steps > 0:
+
+        def passed(every: int) -> bool:  # whether this step's updates reached a multiple of `every`
+            return step // every != (step - updates) // every
+
+        if passed(self.check_every) or passed(interval) or step >= trainer.max_steps > 0:
             self.check(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        self.check(trainer, pl_module)  # whoever saves (ModelCheckpoint at a max_time stop, train's final save)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and self.is_finite(pl_module):
@@ -111,7 +150,12 @@ class DivergenceGuard(Callback):
         parameters_finite = torch.stack([torch.isfinite(p).all() for p in pl_module.parameters()]).all()
         bad_step = self._first_bad_step if self._first_bad_step is not None else torch.full_like(parameters_finite, -1,
                                                                                                dtype=torch.long)
-        bad_step, finite = torch.stack([bad_step.to(parameters_finite.device), parameters_finite.long()]).tolist()
+        state = torch.stack([bad_step.to(parameters_finite.device), parameters_finite.long()])
+        if pl_module.trainer.world_size > 1:  # one decision for all ranks: the checks guard collective saves
+            states = pl_module.trainer.strategy.all_gather(state).reshape(-1, 2)
+            bad_steps = states[:, 0][states[:, 0] >= 0]
+            state = torch.stack([bad_steps.min() if len(bad_steps) else states.new_tensor(-1), states[:, 1].min()])
+        bad_step, finite = state.tolist()
         return bad_step, bool(finite)
 
     def is_finite(self, pl_module: LightningModule) -> bool:
@@ -129,33 +173,57 @@ class DivergenceGuard(Callback):
 
 
 class Preemption(Callback):
-    """SIGUSR1 (SLURM's warning signal) stops training like SIGTERM does in Lightning.
+    """SIGTERM, SIGUSR1 (SLURM's warning signal) and SIGUSR2 (submitit's preemption/timeout signal) stop
+    training after the step in progress; a validation in progress is finished first.
 
-    Lightning turns SIGTERM into a SIGTERMException after the current step; this adds the same
-    for SIGUSR1 unless Lightning's SLURM auto-requeue already handles it. `DivergenceGuard`
-    then checkpoints the finished steps and `train` records the run as interrupted.
+    `DivergenceGuard` then checkpoints the finished steps and `train` records the run as interrupted;
+    `hand_on` afterwards passes the signal to the handler that was there before (submitit's, which
+    requeues the job and exits), so the requeued job continues from that checkpoint. SIGUSR1 is left
+    to Lightning when its SLURM auto-requeue handles it, and SIGTERM under DDP (Lightning stops all
+    ranks together).
     """
 
     def __init__(self) -> None:
-        self._received = False
-        self._previous: object = None
+        self.received: int | None = None
+        self._handlers_before: dict[int, object] = {}
+        self._installed = False
 
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        environment = trainer._accelerator_connector.cluster_environment
-        if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # here, not at fit start: Lightning installs its SIGTERM handler in between, which would abort validations
+        if threading.current_thread() is not threading.main_thread():
             return
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGUSR1, self._handle)
+        environment = trainer._accelerator_connector.cluster_environment
+        lightning_requeues = isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+        for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+            if signum == signal.SIGTERM and trainer.world_size > 1:
+                continue
+            if not (lightning_requeues and signum == environment.requeue_signal):
+                self._handlers_before[signum] = signal.signal(signum, self._handle)
+        self._installed = True
 
     def _handle(self, signum: int, frame: object) -> None:
         log.warning("received signal %d: saving a checkpoint and stopping after this step", signum)
-        self._received = True
+        self.received = signum
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
-        if self._received:
+        if self.received is not None:
             raise SIGTERMException
 
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGUSR1, self._previous)
-            self._previous = None
+    def _restore(self) -> None:
+        """Put back the handlers found at train start (before Lightning restores its own originals)."""
+        if self._installed:
+            for signum, handler in self._handlers_before.items():
+                signal.signal(signum, handler)
+            self._installed = False
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def hand_on(self) -> None:
+        """Call the handler a received signal had before this run (submitit: requeue and exit), if any."""
+        handler = self._handlers_before.get(self.received)
+        if callable(handler):
+            handler(self.received, None)

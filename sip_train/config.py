@@ -7,15 +7,21 @@ from typing import Sequence
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sip_train.startup import check_resolvable
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_config(overrides: Sequence[str], run_dir: str | Path | None = None) -> DictConfig:
-    """conf/config.yaml with Hydra overrides, with Hydra's runtime information set as in a real run
-    (so `${hydra:runtime.choices...}` resolves). `run_dir` stands in for Hydra's output directory,
-    which exists only in a real run."""
+    """conf/config.yaml with Hydra overrides, fully resolved as in a real run (`${hydra:runtime.choices...}`
+    included), so it no longer depends on Hydra's global state: a later composition cannot change it.
+    `run_dir` stands in for Hydra's output directory, which exists only in a real run.
+
+    Raises:
+        ValueError: one line naming the key, if an interpolation cannot be resolved.
+    """
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
@@ -24,4 +30,6 @@ def compose_config(overrides: Sequence[str], run_dir: str | Path | None = None) 
         if run_dir is not None:
             cfg.run_dir = str(run_dir)
         del cfg.hydra
+    check_resolvable(cfg)
+    OmegaConf.resolve(cfg)
     return cfg

@@ -8,6 +8,7 @@ and each DDP rank draws distinct samples.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 from typing import Iterator
 
@@ -102,12 +103,16 @@ class SyntheticData(LightningDataModule):
         return x_true[index], y_target[index]
 
     def validation_set(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fixed validation examples (x*, y*), drawn once per device from their own stream."""
+        """The fixed validation examples (x*, y*), drawn once on the CPU from their own stream, cached per device."""
         return self._fixed_set("validation", device)
 
     def _fixed_set(self, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if (name, device) not in self._cache:
             size, stream = (self.val_size, VALIDATION_STREAM) if name == "validation" else (self.train_size, TRAIN_SET_STREAM)
+            # Drawn (and simulated) on the CPU, then moved: the same examples whatever the device and device count.
+            cpu = torch.device("cpu")
+            problem = self.problem if all(b.device == cpu for b in self.problem.buffers()) else copy.deepcopy(self.problem).to(cpu)
             with torch.inference_mode(False):  # cached beyond the (inference-mode) validation pass
-                self._cache[name, device] = self.problem.sample(size, stream_generator(device, self.seed, stream))
+                examples = problem.sample(size, stream_generator(cpu, self.seed, stream))
+                self._cache[name, device] = tuple(t.to(device) for t in examples)
         return self._cache[name, device]

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from sip_train.config import compose_config  # noqa: E402
 from sip_train.module import InverseProblemModule  # noqa: E402
 from sip_train.problems.base import InverseProblem  # noqa: E402
+from sip_train.report_format import legend_outside, log_scale_if_positive, markdown, save  # noqa: E402
 from sip_train.summary import read_summary  # noqa: E402
 
 #: observe(iteration, x, examples): called with the iterate of `examples` at each iteration.
@@ -174,9 +175,7 @@ def compare(
 
 def figure(table: pd.DataFrame, curves: pd.DataFrame, metric: str = "x_l1") -> plt.Figure:
     """The solvers' mean metric against iterations and against time, the networks as dashed lines."""
-    from sip_train.sweep.report import log_scale_if_positive
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
     networks = table[table["iterations"].isna()]
     for ax, x, label in ((axes[0], "iteration", "iteration"), (axes[1], "time_s", "time for all examples [s]")):
         for method, points in curves.groupby("method", sort=False):
@@ -190,7 +189,8 @@ def figure(table: pd.DataFrame, curves: pd.DataFrame, metric: str = "x_l1") -> p
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    legend_outside(fig, axes)
+    fig.suptitle(f"per-example GD and L-BFGS-B against trained networks: mean {metric} over the validation examples")
     return fig
 
 
@@ -200,12 +200,8 @@ def write(table: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> dict[str,
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "iterative.csv", index=False)
     curves.to_csv(out_dir / "iterative_curves.csv", index=False)
-    from sip_train.sweep.report import markdown  # one Markdown style for every table
-
     (out_dir / "iterative.md").write_text(markdown(table))
-    fig = figure(table, curves)
-    fig.savefig(out_dir / "iterative.png", dpi=100)
-    plt.close(fig)
+    save(figure(table, curves), out_dir / "iterative.png")
     return {"table": table, "csv": out_dir / "iterative.csv", "markdown": out_dir / "iterative.md",
             "figures": [out_dir / "iterative.png"]}
 

@@ -20,6 +20,8 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
 from wandb.sdk.wandb_run import Run
 
+from sip_train.console import offline_notice
+
 log = logging.getLogger(__name__)
 MODES = ("auto", "online", "offline", "disabled")
 STEP_METRIC = "trainer/global_step"  # what Lightning's WandbLogger logs as the step: updates done
@@ -98,11 +100,6 @@ def choice_tags() -> list[str]:
         return []
     choices = HydraConfig.get().runtime.choices
     return [str(choices[group]) for group in ("problem", "optimizer", "experiment") if choices.get(group)]
-
-
-def offline_notice(sync_dir: str | Path) -> str:
-    """The one line an offline run prints: where the run is and the command that uploads it."""
-    return f"W&B is offline: the run is saved in {sync_dir}; upload it with `wandb sync {sync_dir}`"
 
 
 def wandb_logger(

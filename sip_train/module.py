@@ -1,6 +1,7 @@
 """The one LightningModule: a problem, a network and an update rule, trained by manual optimisation."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -10,6 +11,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from sip_train import plots
 from sip_train.problems.base import InverseProblem
 from sip_train.rules.base import UpdateRule
 
@@ -47,19 +49,24 @@ class InverseProblemModule(LightningModule):
     """
 
     def __init__(self, problem: dict, optimizer: dict, network: dict, seed: int = 0, figure_examples: int = 3,
-                 compile: bool = False) -> None:
+                 compile: bool = False, updates_per_step: int = 1) -> None:
         super().__init__()
+        if isinstance(updates_per_step, bool) or not isinstance(updates_per_step, int) or updates_per_step < 1:
+            raise ValueError(f"updates_per_step={updates_per_step!r} is invalid: must be a positive integer")
         # Resolve each block where it stands in the full config (network blocks read network_defaults)
         # and keep plain copies: the hyper-parameters must not depend on the rest of the config.
         blocks = {name: OmegaConf.create(OmegaConf.to_container(block, resolve=True) if isinstance(block, DictConfig)
                                          else block)
                   for name, block in (("problem", problem), ("optimizer", optimizer), ("network", network))}
         self.save_hyperparameters({**{k: OmegaConf.to_container(v) for k, v in blocks.items()},
-                                   "seed": seed, "figure_examples": figure_examples, "compile": compile})
+                                   "seed": seed, "figure_examples": figure_examples, "compile": compile,
+                                   "updates_per_step": updates_per_step})
         self.problem, self.network, self.rule = build_components(blocks["problem"], blocks["optimizer"], blocks["network"], seed)
         if compile:
             compile_components(self.problem, self.network)
         self.automatic_optimization = False
+        self.updates_per_step = updates_per_step  # at most; fixed when training starts
+        self.log_every_n_updates = 1  # trainer.log_every_n_steps in updates, set when training starts
         self.figure_examples = figure_examples
         self.last_validated_step = -1
         self._figure_batch: tuple[torch.Tensor, ...] | None = None
@@ -78,15 +85,42 @@ class InverseProblemModule(LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.rule.make_optimizer(self.network.parameters())
 
+    def on_train_start(self) -> None:
+        """Lightning counts batches, and each of its training steps makes several updates: fix that number
+        (`updates_per_step`, lowered to a divisor of the logging and validation intervals, so that those stay
+        on the configured global steps) and divide Lightning's batch-counted intervals by it."""
+        trainer = self.trainer
+        intervals = [trainer.log_every_n_steps] + ([trainer.val_check_batch] if isinstance(trainer.val_check_batch, int)
+                                                   else [])
+        self.updates_per_step = math.gcd(self.hparams.updates_per_step, *intervals)
+        self.log_every_n_updates = trainer.log_every_n_steps
+        if self.updates_per_step > 1:
+            trainer.log_every_n_steps //= self.updates_per_step
+            trainer.val_check_batch //= self.updates_per_step
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        x_true, y_target = batch
+        """`updates_per_step` updates (fewer up to max_steps, or to realign a resumed run), each one optimizer
+        step, i.e. one global step, on the batch of its own global step: small problems pay Lightning's fixed
+        cost per step once per several updates. Returns the last update's result with the loss of each."""
+        first = self.global_step
+        remaining = self.trainer.max_steps - first if self.trainer.max_steps > 0 else self.updates_per_step
+        updates = min(self.updates_per_step - first % self.updates_per_step, remaining)
+        results = [self._update(*batch)]
+        for step in range(first + 1, first + updates):
+            results.append(self._update(*self.trainer.datamodule.train_batch(step, self.device, self.global_rank)))
+        if len(results) == 1:
+            return results[0]
+        return {**results[-1], "loss": torch.stack([result["loss"] for result in results])}
+
+    def _update(self, x_true: torch.Tensor, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One update by the rule, logged on log steps."""
         result = self.rule.training_step(self, y_target)
         # Only on the steps the loggers write (every log_every_n_steps): each self.log copies a value to
         # the device, which on a GPU would block the step.
-        if self.global_step % self.trainer.log_every_n_steps == 0:
+        if self.global_step % self.log_every_n_updates == 0:
             metrics = self.problem.metrics(result["x"], x_true, result["y"], y_target)
             self.log("step", float(self.global_step))  # x-axis of every logger: updates done so far
-            self.log("train/loss", result["loss"])
+            self.log("train/objective", result["loss"])  # what the rule minimises (its own quantity)
             self.log_dict({f"train/{name}": value.mean() for name, value in metrics.items()})
             self.log_dict({f"train/{name}": value for name, value in result.get("stats", {}).items()})
         return result
@@ -99,20 +133,28 @@ class InverseProblemModule(LightningModule):
         if batch_idx not in self._reference_metrics:  # the validation set is fixed: compute baselines once
             self._reference_metrics[batch_idx] = self.problem.reference_metrics(x_true, y_target)
         for name, value in {**metrics, **self._reference_metrics[batch_idx]}.items():
-            self.log(f"val/{name}", value.mean(), batch_size=len(value), sync_dist=True, prog_bar=name == "x_l1")
+            self.log(f"val/{name}", value.mean(), batch_size=len(value), sync_dist=True,
+                     prog_bar=name == self.problem.primary_metric)
         self.log("step", float(self.global_step), batch_size=len(x), sync_dist=True)
         if batch_idx == 0:
             self._figure_batch = tuple(t[: self.figure_examples] for t in (x, x_true, y, y_target))
 
     def on_validation_epoch_end(self) -> None:
         self.last_validated_step = self.global_step
+
+    def on_validation_end(self) -> None:
+        # Here, unlike at epoch end, the validation metrics are reduced (over batches and ranks) for the title.
         if self.trainer.sanity_checking or not self.trainer.is_global_zero or self._figure_batch is None:
             return
         if self.figure_examples > 0:
             self.log_figure(self.problem.figure(*self._figure_batch))
 
     def log_figure(self, figure: plt.Figure) -> None:
-        """Save a validation figure under <run dir>/figures and send it to W&B if W&B is on."""
+        """Title a validation figure with the step and the validation error, save it under <run dir>/figures
+        and send it to W&B (at the step it shows) if W&B is on."""
+        name = self.problem.primary_metric
+        error = self.trainer.callback_metrics.get(f"val/{name}")
+        plots.add_title(figure, f"step {self.global_step}" + (f", val {name} = {float(error):.4g}" if error is not None else ""))
         directory = Path(self.trainer.default_root_dir) / "figures"
         directory.mkdir(parents=True, exist_ok=True)
         figure.savefig(directory / f"val_step{self.global_step:07d}.png", dpi=80)

@@ -1,33 +1,116 @@
-"""Figures of validation examples, shared by the problems."""
+"""Figures of validation examples, shared by the problems: a default for any shapes of x and y, and
+the step/error title every validation figure gets."""
 from __future__ import annotations
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure, SubFigure  # noqa: E402
+from matplotlib.layout_engine import PlaceHolderLayoutEngine  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def field_rows(columns: dict[str, torch.Tensor], examples: int = 3, pairs: int = 2) -> Figure:
-    """One row per example, one column per named 2D field batch (B, 1, H, W).
+def _numpy(batch: torch.Tensor) -> np.ndarray:
+    return batch.detach().float().cpu().numpy()
 
-    Consecutive groups of `pairs` columns share one colour scale per row (e.g. observed and
-    simulated y, predicted and true x), so they can be compared by eye.
-    """
-    examples = min(examples, len(next(iter(columns.values()))))
-    images = [fields[:examples].detach().float().cpu().squeeze(1).numpy() for fields in columns.values()]
-    fig, axes = plt.subplots(examples, len(columns), figsize=(2.6 * len(columns), 2.4 * examples), squeeze=False)
-    for column, title in enumerate(columns):
-        group = images[column - column % pairs : column - column % pairs + pairs]
-        for row in range(examples):
-            ax = axes[row, column]
-            low, high = min(g[row].min() for g in group), max(g[row].max() for g in group)
-            image = ax.imshow(images[column][row], origin="lower", cmap="magma", vmin=low, vmax=high)
-            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+
+def image(ax: Axes, field: np.ndarray, title: str = "", **style) -> None:
+    """One 2D field as an image with its own colourbar (no ticks: the axes are grid cells)."""
+    shown = ax.imshow(field, origin="lower", **{"cmap": "magma", **style})
+    ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def _fields(panel: SubFigure, estimate: np.ndarray, reference: np.ndarray, names: tuple[str, str]) -> None:
+    """Rows of examples, a column per channel of each of the two batches (B, C, H, W); the estimate
+    and the reference of one channel share a colour scale per example."""
+    examples, channels = estimate.shape[:2]
+    axes = panel.subplots(examples, 2 * channels, squeeze=False)
+    for row in range(examples):
+        for channel in range(channels):
+            pair = (estimate[row, channel], reference[row, channel])
+            low, high = min(p.min() for p in pair), max(p.max() for p in pair)
+            for offset, (field, name) in enumerate(zip(pair, names)):
+                label = f"{name} [{channel}]" if channels > 1 else name
+                image(axes[row, 2 * channel + offset], field, label if row == 0 else "", vmin=low, vmax=high)
+        axes[row, 0].set_ylabel(f"example {row}", fontsize=8)
+
+
+def _signals(panel: SubFigure, estimate: np.ndarray, reference: np.ndarray, names: tuple[str, str]) -> None:
+    """Rows of examples, a column per channel: the estimate over the reference, against the index."""
+    examples, channels = estimate.shape[:2]
+    axes = panel.subplots(examples, channels, squeeze=False, sharex=True)
+    marker = "o" if estimate.shape[-1] <= 16 else None  # short vectors: show each component
+    for row in range(examples):
+        for channel in range(channels):
+            ax = axes[row, channel]
+            ax.plot(reference[row, channel], color="0.55", lw=2.2, marker=marker, label=names[1])
+            ax.plot(estimate[row, channel], color="C1", lw=1.1, marker=marker, ms=3, label=names[0])
+            ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[row, 0].set_ylabel(f"example {row}", fontsize=8)
+    for channel in range(channels):
+        axes[-1, channel].set_xlabel("index" + (f" (channel {channel})" if channels > 1 else ""), fontsize=8)
+    panel.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
+
+
+def _scalars(panel: SubFigure, estimate: np.ndarray, reference: np.ndarray, names: tuple[str, str]) -> None:
+    """One scatter plot: the estimate of each example against its reference, over the identity line."""
+    ax = panel.subplots()
+    reference, estimate = reference.reshape(-1), estimate.reshape(-1)
+    span = [min(reference.min(), estimate.min()), max(reference.max(), estimate.max())]
+    ax.plot(span, span, color="0.6", lw=1, label="identity")
+    ax.scatter(reference, estimate, color="C1", s=22, label="examples")
+    ax.set(xlabel=names[1], ylabel=names[0])
+    ax.legend(fontsize=8, loc="upper left")
+
+
+def _layout(shape: tuple[int, ...]) -> str:
+    """How one example of this shape is drawn: 'scalars', 'signals' (C, N) or 'fields' (C, H, W)."""
+    if int(np.prod(shape)) == 1:
+        return "scalars"
+    return "fields" if len(shape) == 3 else "signals"
+
+
+def examples_figure(pairs: dict[str, tuple[torch.Tensor, torch.Tensor, tuple[str, str]]]) -> Figure:
+    """A panel per named pair of batches (estimate, reference, their labels), drawn by their shape:
+    2D fields (C, H, W) as images with colourbars, vectors and signals as line plots, scalars as a
+    scatter plot of estimate against reference."""
+    arrays = {}
+    for name, (estimate, reference, labels) in pairs.items():
+        shape = tuple(estimate.shape[1:])
+        estimate, reference = _numpy(estimate), _numpy(reference)
+        if _layout(shape) == "signals":  # (N,) or (C, N) or more dims: channels first, the rest flattened
+            estimate = estimate.reshape(len(estimate), shape[0] if len(shape) > 1 else 1, -1)
+            reference = reference.reshape(estimate.shape)
+        arrays[name] = (_layout(shape), estimate, reference, labels)
+    examples = len(next(iter(arrays.values()))[1])
+    widths = [max(1.6, 2.8 * (2 * est.shape[1] if kind == "fields" else est.shape[1] if kind == "signals" else 1.3))
+              for kind, est, _, _ in arrays.values()]
+    height = 3.2 if all(kind == "scalars" for kind, *_ in arrays.values()) else 2.3 * examples + 0.6
+    fig = plt.figure(figsize=(sum(widths), height), layout="constrained")
+    panels = fig.subfigures(1, len(arrays), squeeze=False, width_ratios=widths)[0]
+    draw = {"fields": _fields, "signals": _signals, "scalars": _scalars}
+    for panel, (name, (kind, estimate, reference, labels)) in zip(panels, arrays.items()):
+        draw[kind](panel, estimate, reference, labels)
+        panel.suptitle(name, fontsize=10)
     return fig
+
+
+def add_title(fig: Figure, title: str) -> None:
+    """Put `title` (e.g. the step and the validation error) on top of a figure, before any title it has."""
+    existing = fig.get_suptitle()
+    fig.suptitle(f"{title}\n{existing}" if existing else title, fontsize=10)
+    engine = fig.get_layout_engine()
+    if engine is None or isinstance(engine, PlaceHolderLayoutEngine):  # laid out once (tight_layout): make room
+        try:
+            fig.set_layout_engine("constrained")
+        except RuntimeError:  # colourbars made for another layout: lay it out once more, title included
+            fig.tight_layout()

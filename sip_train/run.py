@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import logging
-import time
+import platform
 from pathlib import Path
 from typing import Any
 
 import torch
-import wandb
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -15,13 +14,17 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sip_train.callbacks import DivergedError, DivergenceGuard, Preemption, StepProgressBar, StepTimer
+from sip_train import console, exit_codes
+from sip_train.callbacks import DivergedError, DivergenceGuard, Preemption, RunRecord, StepTimer
 from sip_train.checkpoints import (LAST, check_same_run, checkpoint_dir, read_checkpoint, resolve_resume,
-                                   truncate_metrics)
+                                   run_identity, truncate_metrics)
+from sip_train.loggers import describe_run, finish_wandb
 from sip_train.module import InverseProblemModule
-from sip_train.summary import write_summary
+from sip_train.progress import progress_callback
+from sip_train.startup import check_combinations, check_devices, check_resolvable, check_types
+from sip_train.summary import read_summary, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,9 @@ def _trainer_options(cfg: DictConfig) -> DictConfig:
     """The trainer block, with max_time also accepted as a number of seconds."""
     options = cfg.trainer.copy()
     if isinstance(options.get("max_time"), (int, float)):
-        options.max_time = {"seconds": float(options.max_time)}
+        with open_dict(options):
+            options.max_time = {"seconds": float(options.max_time)}
+            options._convert_ = "all"  # Lightning wants a plain dict
     return options
 
 
@@ -84,96 +89,144 @@ def _base_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     def name(group: str) -> str:
         return choices.get(group, cfg[group]._target_.rsplit(".", 1)[-1].lower())
 
+    def value(key: str) -> Any:  # a value that does not resolve is reported by the start-up checks
+        return OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+
     return {"problem": name("problem"), "optimizer": name("optimizer"), "network": name("network"),
-            "seed": cfg.seed, "lr": cfg.optimizer.get("lr"), "batch_size": cfg.data.get("batch_size"),
-            "run_dir": str(run_dir), "status": "failed", "steps": 0}
+            "seed": value("seed"), "lr": value("optimizer.lr"), "batch_size": value("data.batch_size"),
+            "run_dir": str(run_dir), "status": "failed", "exit_code": exit_codes.FAILED, "steps": 0}
+
+
+def _device_name(trainer: Trainer) -> str:
+    """The model of the device a run trains on (GPU name, else the CPU's)."""
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or device.type
+
+
+def _accelerator(trainer: Trainer) -> str:
+    """The accelerator kind a run trains on: cpu, cuda, mps, ..."""
+    return trainer.strategy.root_device.type
+
+
+def _is_finished(run_dir: Path, checkpoint: dict, max_steps: int) -> bool:
+    """Whether a run directory holds a completed run that a rerun could not extend (max_steps reached)."""
+    if not 0 < max_steps <= checkpoint["global_step"] or not (run_dir / "summary.json").is_file():
+        return False
+    summary = read_summary(run_dir)
+    return summary.get("status") == "completed" and summary.get("steps") == checkpoint["global_step"]
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one network on one problem with one update rule; returns the run summary.
 
     Everything the run produces lands in `cfg.run_dir`: checkpoints/, metrics.csv, figures/,
-    the W&B run, and summary.json (written even when training fails, diverges or is interrupted).
-    A run directory that already holds a checkpoint is continued (`resume`, `ckpt_path`).
+    the W&B run, and summary.json (written even when training fails, diverges or is interrupted;
+    its "exit_code" is the one train.py exits with, see `sip_train.exit_codes`). A run directory
+    that already holds a checkpoint of the same run (same identity, see
+    `sip_train.checkpoints.run_identity`) is continued (`resume`, `ckpt_path`); one of another
+    run is refused; a completed one with nothing left to do is left as it is.
     """
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     is_rank_zero = rank_zero_only.rank == 0
     summary = _base_summary(cfg, run_dir)
     try:
+        check_resolvable(cfg)
         _check_run_settings(cfg)
+        check_types(cfg)
+        check_devices(cfg)
         if cfg.get("threads"):
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed, workers=True, verbose=False)
         resume_from = resolve_resume(run_dir, cfg.get("ckpt_path"), cfg.get("resume", True))
+        saved = read_checkpoint(resume_from) if resume_from is not None else None
         module = InverseProblemModule(cfg.problem, cfg.optimizer, cfg.network, cfg.seed, cfg.figure_examples,
-                                      cfg.get("compile", False))
-        if resume_from is not None:
-            saved = read_checkpoint(resume_from)
-            check_same_run(resume_from, saved, dict(module.hparams))
-            if is_rank_zero:
-                truncate_metrics(run_dir / "metrics.csv", saved["global_step"])
-            del saved
+                                      cfg.get("compile", False), cfg.get("updates_per_step", 1))
         data = instantiate(cfg.data, problem=module.problem, seed=cfg.seed)
         last_checkpoint = checkpoint_dir(run_dir) / LAST
         timer = StepTimer()
+        guard = DivergenceGuard(str(last_checkpoint), cfg.get("divergence_check_every", 10))
+        preemption = Preemption()
         callbacks = [
             timer,
             ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="best-step{step}", auto_insert_metric_name=False,
-                            monitor="val/x_l1", mode="min", save_top_k=1, save_last=True,
+                            monitor=f"val/{module.problem.primary_metric}", mode="min", save_top_k=1, save_last=True,
                             enable_version_counter=False),
-            DivergenceGuard(str(last_checkpoint), cfg.get("divergence_check_every", 10)),
-            Preemption(),
-            *([StepProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []),
+            guard,
+            preemption,
+            *([progress_callback()] if cfg.trainer.get("enable_progress_bar", True) else []),
         ]
-        loggers = [instantiate(block) for block in cfg.logger.values()]
-        trainer: Trainer = instantiate(_trainer_options(cfg), default_root_dir=str(run_dir), logger=loggers,
+        trainer: Trainer = instantiate(_trainer_options(cfg), default_root_dir=str(run_dir), logger=False,
                                        callbacks=callbacks)
+        identity = run_identity(cfg, trainer.precision, _accelerator(trainer), trainer.world_size)
+        record = RunRecord(identity)
+        trainer.callbacks.append(record)
+        check_combinations(cfg, module.problem, module.network, module.rule, trainer)
+        if saved is not None:
+            check_same_run(resume_from, saved, identity)
+            if _is_finished(run_dir, saved, trainer.max_steps):
+                log.info("nothing to do: %s already completed %d steps (raise trainer.max_steps to continue it)",
+                         run_dir, saved["global_step"])
+                return read_summary(run_dir)
+            if is_rank_zero:
+                truncate_metrics(run_dir / "metrics.csv", saved["global_step"])
+            del saved
+        trainer.loggers = [instantiate(block) for block in cfg.logger.values()]  # after the checks: W&B starts a run
+        describe_run(trainer.loggers, cfg, module.problem.primary_metric)
     except (ValueError, TypeError, InstantiationException) as error:
-        summary["status"] = f"failed: {root_cause(error)}"
+        summary.update(status=f"failed: {root_cause(error)}", exit_code=exit_codes.CONFIG_ERROR)
         if is_rank_zero:
             write_summary(run_dir, summary)
         raise ConfigError(str(root_cause(error))) from error
-    start = time.perf_counter()
+    device = f"{_accelerator(trainer)} ({_device_name(trainer)})" + (f" x {trainer.world_size}" if trainer.world_size > 1 else "")
+    log.info(console.banner(summary["problem"], summary["optimizer"], summary["network"], device, run_dir))
     if resume_from is not None:
         log.info("continuing from %s", resume_from)
     try:
         if cfg.get("validate_at_start") and resume_from is None:
             trainer.validate(module, datamodule=data, verbose=False)  # learning curves start at step 0
         trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+        guard.check(trainer, module)  # also when max_time stopped the run between two checks
         if module.last_validated_step != trainer.global_step:
             trainer.validate(module, datamodule=data, verbose=False)
         trainer.save_checkpoint(last_checkpoint, weights_only=False)  # the final state, whatever the validation schedule
-        summary["status"] = "completed"
+        summary.update(status="completed", exit_code=exit_codes.COMPLETED)
     except DivergedError as error:
-        summary.update(status="diverged", diverged_step=error.step)
+        summary.update(status="diverged", exit_code=exit_codes.DIVERGED, diverged_step=error.step)
         log.error("%s (lr=%s); the last finite checkpoint is %s", error, cfg.optimizer.get("lr"), last_checkpoint)
-    except (SIGTERMException, KeyboardInterrupt, SystemExit):
-        summary["status"] = "interrupted"
+    except (SIGTERMException, KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit
+        summary.update(status="interrupted", exit_code=exit_codes.INTERRUPTED)
         log.warning("interrupted at step %d; continue with the same command and run directory", trainer.global_step)
-        raise
     except Exception as error:
         summary["status"] = f"failed: {type(error).__name__}: {error}"
         raise
     finally:
         metrics = trainer.callback_metrics
+        validated = {k.removeprefix("val/"): float(v) for k, v in metrics.items() if k.startswith("val/")}
+        primary = module.problem.primary_metric
         summary.update(
             steps=trainer.global_step,
-            wall_time_s=time.perf_counter() - start,
-            step_time_ms_median=timer.median_ms,
-            x_l1=float(metrics["val/x_l1"]) if "val/x_l1" in metrics else None,
-            y_l2=float(metrics["val/y_l2"]) if "val/y_l2" in metrics else None,
-            **{k.removeprefix("val/"): float(v) for k, v in metrics.items()
-               if k.startswith("val/") and k not in ("val/x_l1", "val/y_l2")},
+            sessions=record.sessions,
+            wall_time_s=record.wall_time_s,
+            **timer.statistics(),
+            primary_metric=primary,
+            **{primary: None, "y_l2": None, **validated},
+            metrics_step=module.last_validated_step if validated else None,
+            accelerator=identity["trainer"]["accelerator"],
+            device_name=_device_name(trainer),
+            device_count=trainer.world_size,
+            precision=identity["trainer"]["precision"],
             peak_gpu_memory_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
             last_checkpoint=str(last_checkpoint) if last_checkpoint.exists() else None,
             best_checkpoint=callbacks[1].best_model_path or None,
         )
         if is_rank_zero:
             write_summary(run_dir, summary)
-        if wandb.run is not None:
-            wandb.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
-            wandb.finish()
-    log.info("%s/%s: %s after %d steps, val x_l1 = %s (run dir %s)", summary["problem"], summary["optimizer"],
-             summary["status"], summary["steps"], summary["x_l1"], run_dir)
+        finish_wandb(summary)
+    log.info("%s/%s: %s after %d steps, val %s = %s (run dir %s)", summary["problem"], summary["optimizer"],
+             summary["status"], summary["steps"], primary, summary[primary], run_dir)
+    if summary["status"] == "interrupted":
+        preemption.hand_on()  # under submitit: requeue the job, which continues from the checkpoint just saved
     return summary

@@ -54,7 +54,7 @@ def test_every_problem_trains_with_every_applicable_rule(problem, optimizer, tin
         return
     summary = train(cfg)
     assert summary["status"] == "completed" and summary["steps"] == 2
-    losses = pd.read_csv(tmp_path / "metrics.csv")["train/loss"].dropna()
+    losses = pd.read_csv(tmp_path / "metrics.csv")["train/objective"].dropna()
     assert len(losses) == 2 and np.isfinite(losses).all()
     assert math.isfinite(summary["x_l1"]) and math.isfinite(summary["y_l2"])
 

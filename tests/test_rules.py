@@ -49,7 +49,7 @@ def rule_overrides(problem: str, optimizer: str) -> list[str]:
 
 def train_log(run_dir) -> pd.DataFrame:
     """Rows of metrics.csv with training metrics, one per step."""
-    return pd.read_csv(run_dir / "metrics.csv").dropna(subset=["train/loss"]).reset_index(drop=True)
+    return pd.read_csv(run_dir / "metrics.csv").dropna(subset=["train/objective"]).reset_index(drop=True)
 
 
 def network_weights(checkpoint_path: str) -> dict[str, torch.Tensor]:
@@ -69,7 +69,7 @@ def test_every_rule_trains_every_problem_or_refuses_it_at_start_up(problem, opti
         return
     summary = train(cfg)
     assert summary["status"] == "completed" and summary["steps"] == 3
-    losses = train_log(tmp_path)["train/loss"]
+    losses = train_log(tmp_path)["train/objective"]
     assert len(losses) == 3 and losses.map(math.isfinite).all()
     assert math.isfinite(summary["x_l1"])
     trained = network_weights(summary["last_checkpoint"])
@@ -134,7 +134,7 @@ def test_a_hessian_free_step_leaves_batch_statistics_of_the_new_weights():
 def test_adahessian_trains_through_the_framework(tiny_config, tmp_path):
     summary = train(tiny_config(*rule_overrides("poisson", "adahessian"), "trainer.max_steps=20",
                                 "trainer.val_check_interval=10", "data.batch_size=8", "figure_examples=0"))
-    losses = train_log(tmp_path)["train/loss"]
+    losses = train_log(tmp_path)["train/objective"]
     assert summary["status"] == "completed" and losses.map(math.isfinite).all()
     assert losses.iloc[-5:].mean() < 0.25 * losses.iloc[0]
     validation = pd.read_csv(tmp_path / "metrics.csv")["val/x_l1"].dropna()

@@ -194,21 +194,6 @@ def test_exp_newton_converges_in_few_iterations(x_true, offset):
     assert x.item() == pytest.approx(x_true, abs=1e-10)
 
 
-def test_exp_normalized_update_is_unit_descent():
-    x_true, y_target = exponential.sample(1000, _generator(5), dtype=F64)
-    assert x_true.shape == (1000, 1) and x_true.min() >= -12 and x_true.max() <= 0
-    torch.testing.assert_close(y_target, torch.exp(x_true))
-    x = (torch.rand(1000, 1, generator=_generator(6), dtype=F64) - 0.5) * 30
-    x.requires_grad_(True)
-    (0.5 * (exponential.forward(x) - y_target) ** 2).sum().backward()
-    dx = exponential.normalized_gradient_update(x.detach(), y_target)
-    assert (dx.abs() == 1).all()
-    nonzero = x.grad != 0
-    assert (dx[nonzero] == -torch.sign(x.grad[nonzero])).all()
-    # Descent direction is towards the ground truth: the inverse map is monotone.
-    assert (dx == torch.sign(x_true - x.detach())).all()
-
-
 # --- wave packet --------------------------------------------------------------------------
 
 

@@ -36,7 +36,7 @@ def test_a_run_directory_holds_summary_metrics_checkpoints_and_figures(tiny_conf
     assert summary["wall_time_s"] > 0 and summary["step_time_ms_median"] > 0
     assert summary["x_l1"] > 0 and summary["y_l2"] > 0
     metrics = pd.read_csv(tmp_path / "metrics.csv")
-    for column in ("train/loss", "train/x_l1", "train/y_l2", "val/x_l1", "val/y_l2", "time/step_ms"):
+    for column in ("train/objective", "train/x_l1", "train/y_l2", "val/x_l1", "val/y_l2", "time/step_ms"):
         assert metrics[column].notna().any(), column
     assert metrics["val/x_l1"].dropna().iloc[-1] == pytest.approx(summary["x_l1"])
     # validated at steps 0, 2, 4 and at the final step 5: the last checkpoint holds step 5

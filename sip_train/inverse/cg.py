@@ -6,12 +6,12 @@ from typing import Callable
 import torch
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-example inner product, (B, ...) x2 -> (B,)."""
     return (a * b).flatten(1).sum(1)
 
 
-def _per_example(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_example(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(B,) -> (B, 1, ..., 1), broadcastable against `like`."""
     return value.reshape(-1, *(1,) * (like.dim() - 1))
 
@@ -39,7 +39,7 @@ def conjugate_gradient(
     x = torch.zeros_like(b)
     residual = b.clone()
     direction = residual.clone()
-    rr = _dot(residual, residual)
+    rr = batch_dot(residual, residual)
     threshold = rel_tol**2 * rr
     active = rr > threshold
     used = torch.zeros(len(b), dtype=torch.int64, device=b.device)
@@ -48,14 +48,14 @@ def conjugate_gradient(
         if iteration % check_every == 0 and not bool(active.any()):
             break
         product = matvec(direction)
-        curvature = _dot(direction, product)
+        curvature = batch_dot(direction, product)
         active = active & (curvature > 0)
         alpha = torch.where(active, rr / curvature.clamp_min(tiny), 0.0)
-        x = x + _per_example(alpha, x) * direction
-        residual = residual - _per_example(alpha, x) * product
-        rr_new = _dot(residual, residual)
+        x = x + per_example(alpha, x) * direction
+        residual = residual - per_example(alpha, x) * product
+        rr_new = batch_dot(residual, residual)
         beta = torch.where(active, rr_new / rr.clamp_min(tiny), 0.0)
-        direction = residual + _per_example(beta, x) * direction
+        direction = residual + per_example(beta, x) * direction
         used = used + active.long()
         rr = torch.where(active, rr_new, rr)
         active = active & (rr > threshold)

@@ -45,12 +45,3 @@ def newton_update(
     if clip is not None:
         step = step.clamp_max(clip)
     return -torch.sign(gradient) * step
-
-
-def normalized_gradient_update(x: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
-    """dx = -sign(dL/dx) for L = 1/2 (e^x - y*)^2.
-
-    dL/dx = (e^x - y*) e^x and e^x > 0, so the sign is taken from e^x - y*, which stays
-    exact where e^x underflows to 0 but e^x - y* does not.
-    """
-    return -torch.sign(forward(x) - y_target)

@@ -7,6 +7,7 @@ solver of the paper (PhiFlow's `solve_linear(laplace, ..., Solve('CG', 1e-5, 0))
 from __future__ import annotations
 
 import math
+from collections import deque
 from functools import lru_cache
 
 import torch
@@ -49,8 +50,45 @@ def solve_spectral(x: torch.Tensor) -> torch.Tensor:
     return basis_h @ (coefficients / (eig_h[:, None] + eig_w[None, :])) @ basis_w
 
 
-def _conjugate_gradient(x: torch.Tensor, rel_tol: float, max_iter: int) -> torch.Tensor:
-    """Batched CG on -lap(y) = -x (symmetric positive definite), stopping per example at rel_tol."""
+class _AllConverged:
+    """Tells the host whether every example has converged without making it wait for the device.
+
+    Each posted flag is copied to pinned host memory without blocking and read only once its copy
+    has landed (a CUDA event that has completed), so a GPU solve never synchronises; on the CPU a
+    flag is read at once.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.on_gpu = device.type == "cuda"
+        self.pending: deque[tuple[torch.cuda.Event | None, torch.Tensor]] = deque()
+
+    def post(self, converged: torch.Tensor) -> None:
+        if not self.on_gpu:
+            self.pending.append((None, converged))
+            return
+        host = torch.empty((), dtype=torch.bool, pin_memory=True)
+        host.copy_(converged, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self.pending.append((event, host))
+
+    def seen(self) -> bool:
+        """Whether a flag that has reached the host says that all examples have converged."""
+        while self.pending and (self.pending[0][0] is None or self.pending[0][0].query()):
+            if bool(self.pending.popleft()[1]):
+                return True
+        return False
+
+
+def _conjugate_gradient(x: torch.Tensor, rel_tol: float, max_iter: int, check_every: int | None = None) -> torch.Tensor:
+    """Batched CG on -lap(y) = -x (symmetric positive definite), stopping per example at rel_tol.
+
+    Converged examples are masked on the device (their iterates stay fixed); the loop ends once the host
+    learns that all have converged, from a flag posted every `check_every` iterations (default: 10 on a
+    GPU, every iteration on the CPU, where reading it costs nothing) and read without waiting (on a GPU
+    a few masked iterations late), so no iteration synchronises with a GPU.
+    """
+    check_every = check_every or (10 if x.device.type == "cuda" else 1)
     dims = tuple(range(1, x.dim()))
     b = -x
     y = torch.zeros_like(b)
@@ -58,16 +96,20 @@ def _conjugate_gradient(x: torch.Tensor, rel_tol: float, max_iter: int) -> torch
     direction = residual.clone()
     rr = (residual * residual).sum(dims, keepdim=True)
     threshold = rel_tol**2 * (b * b).sum(dims, keepdim=True)
-    for _ in range(max_iter):
-        if bool((rr <= threshold).all()):
-            break
+    tiny = torch.finfo(x.dtype).tiny
+    all_converged = _AllConverged(x.device)
+    for iteration in range(max_iter):
+        if iteration % check_every == 0:
+            all_converged.post((rr <= threshold).all())
+            if all_converged.seen():
+                break
         a_direction = -laplace(direction)
-        alpha = rr / (direction * a_direction).sum(dims, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+        alpha = rr / (direction * a_direction).sum(dims, keepdim=True).clamp_min(tiny)
         active = (rr > threshold).to(x.dtype)
         y = y + active * alpha * direction
         residual = residual - active * alpha * a_direction
         rr_new = (residual * residual).sum(dims, keepdim=True)
-        direction = residual + (rr_new / rr.clamp_min(torch.finfo(x.dtype).tiny)) * direction
+        direction = residual + (rr_new / rr.clamp_min(tiny)) * direction
         rr = rr_new
     return y
 

@@ -100,10 +100,13 @@ class InverseProblem(nn.Module):
         return {}
 
     def figure(self, x: torch.Tensor, x_true: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> Figure:
-        """A few validation examples side by side: target, simulated prediction, prediction, truth."""
-        return plots.field_rows(
-            {"observed y*": y_target, "simulated y": y, "predicted x": x, "true x*": x_true}
-        )
+        """A few validation examples: observed y* beside the simulated y = P(x), and the predicted x beside
+        the true x*, drawn by their shapes (fields as images, vectors and signals as lines, scalars as a
+        scatter plot); problems override it for a view of their own."""
+        return plots.examples_figure({
+            "observation y": (y, y_target, ("simulated y", "observed y*")),
+            "solution x": (x, x_true, ("predicted x", "true x*")),
+        })
 
 
 class GridProblem(InverseProblem):

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
+from sip_train import plots
 from sip_train.physics import fluid
 from sip_train.problems.base import InverseProblem
 
@@ -113,30 +114,23 @@ class Fluid(InverseProblem):
         return metrics
 
     def figure(self, x: torch.Tensor, x_true: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> Figure:
-        """Fig. 14: per example a prediction row and a ground-truth row, each showing v0 (arrows over
-        the speed |v0|, one colour scale per example) and the marker at t = 0, 0.5, 1, 1.5, 2."""
-        examples = len(x)
+        """Fig. 14: per example a prediction row and a ground-truth row, each showing the components
+        v0_x and v0_y of the initial velocity (one symmetric colour scale per example and component)
+        and the marker at t = 0, 0.5, 1, 1.5, 2; every panel has its colourbar."""
         states = torch.stack([x.detach(), x_true.detach()], dim=1).flatten(0, 1).float()  # prediction, truth, ...
-        markers = self.trajectory(states)[1][:, :, 0].cpu()
-        velocity = states[:, VELOCITY].cpu()
-        speed = torch.linalg.vector_norm(velocity, dim=1)
+        markers = self.trajectory(states)[1][:, :, 0].cpu().numpy()
+        velocity = states[:, VELOCITY].cpu().numpy()
         frames = [round(t / fluid.DURATION * fluid.STEPS) for t in FIGURE_TIMES]
-        stride = max(1, self.resolution // 16)
-        grid = torch.arange(0, self.resolution, stride)
-        fig, axes = plt.subplots(2 * examples, 1 + len(frames), figsize=(1.7 * (1 + len(frames)), 1.7 * 2 * examples),
-                                 squeeze=False)
+        titles = ["v0_x (velocity x-component)", "v0_y (velocity y-component)", *(f"marker t={t:g}" for t in FIGURE_TIMES)]
+        fig, axes = plt.subplots(len(states), len(titles), figsize=(2.1 * len(titles), 1.9 * len(states)),
+                                 squeeze=False, layout="constrained")
         for row, ax_row in enumerate(axes):
-            top_speed = float(speed[row - row % 2 : row - row % 2 + 2].max())
-            ax_row[0].imshow(speed[row], origin="lower", cmap="viridis", vmin=0, vmax=top_speed)
-            arrows = velocity[row, :, ::stride, ::stride]
-            ax_row[0].quiver(grid, grid, arrows[0], arrows[1], color="white", angles="xy")
+            for component in range(2):
+                top = float(abs(velocity[row - row % 2 : row - row % 2 + 2, component]).max()) or 1.0
+                plots.image(ax_row[component], velocity[row, component], cmap="RdBu_r", vmin=-top, vmax=top)
+            for ax, frame in zip(ax_row[2:], frames):
+                plots.image(ax, markers[row, frame], vmin=0, vmax=1)
             ax_row[0].set_ylabel(f"{'prediction' if row % 2 == 0 else 'ground truth'} {row // 2}", fontsize=8)
-            for ax, frame in zip(ax_row[1:], frames):
-                ax.imshow(markers[row, frame], origin="lower", cmap="magma", vmin=0, vmax=1)
-            for ax in ax_row:
-                ax.set_xticks([])
-                ax.set_yticks([])
-        for ax, title in zip(axes[0], ["v0", *(f"marker t={t:g}" for t in FIGURE_TIMES)]):
-            ax.set_title(title, fontsize=9)
-        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.01, top=1 - 0.25 / (2 * examples), wspace=0.05, hspace=0.05)
+        for ax, title in zip(axes[0], titles):
+            ax.set_title(title, fontsize=8)
         return fig

@@ -87,11 +87,10 @@ class Sine(InverseProblem):
         error = self.metrics(x, x_true, y, y_target)["rel_accuracy"]
         panels = {"predicted x_1": x[:, 0], "predicted x_2": x[:, 1], "||x - x*|| / xi": error}
         y_target = y_target.detach().float().cpu()
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False, layout="constrained")
         for ax, (title, values) in zip(axes[0], panels.items()):
             points = ax.scatter(y_target[:, 0], y_target[:, 1], c=values.detach().float().cpu(), cmap="viridis", s=25)
             fig.colorbar(points, ax=ax, fraction=0.046, pad=0.04)
             ax.set(xlim=(-1, 1), ylim=(-1, 1), aspect="equal", xlabel="y*_1", ylabel="y*_2", title=title)
         fig.suptitle(f"sine, xi = {self.xi:g}, phi = {self.phi:g} deg", fontsize=9)
-        fig.tight_layout()
         return fig

@@ -79,7 +79,8 @@ class WavePacket(InverseProblem):
             "L-BFGS-B": (self.simulate(baseline), baseline),
         }
         examples = len(x)
-        fig, axes = plt.subplots(examples, 1, figsize=(7, 1.9 * examples), squeeze=False, sharex=True)
+        fig, axes = plt.subplots(examples, 1, figsize=(7, 1.9 * examples + 0.4), squeeze=False, sharex=True,
+                                 layout="constrained")
         for row, ax in enumerate(axes[:, 0]):
             for index, (label, (series, t0)) in enumerate(curves.items()):
                 style = {"color": f"C{index}", "lw": 1.2}
@@ -91,7 +92,6 @@ class WavePacket(InverseProblem):
                 if t0 is not None:
                     ax.axvline(float(t0[row, 0]), color=f"C{index}", ls=":", lw=1)
             ax.set_ylabel(f"t0* = {float(x_true[row, 0]):.1f}", fontsize=8)
-        axes[0, 0].legend(fontsize=7, ncol=4, loc="upper right")
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), fontsize=7, ncols=4, loc="outside lower center")
         axes[-1, 0].set_xlabel("t (samples)")
-        fig.tight_layout()
         return fig

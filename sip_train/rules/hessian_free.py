@@ -345,11 +345,10 @@ class HessianFreeRule(PhysicsGradient):
     Args:
         optimizer: a `HessianFree` partial holding its settings (curvature, damping, CG).
         lr: first step size of the Armijo line search.
-        create_graph: unused (the optimizer builds the graphs its curvature products need).
     """
 
-    def __init__(self, optimizer: Callable[..., HessianFree], lr: float, create_graph: bool = False) -> None:
-        super().__init__(optimizer, lr, create_graph)
+    def __init__(self, optimizer: Callable[..., HessianFree], lr: float) -> None:
+        super().__init__(optimizer, lr)
         self.make_optimizer([torch.zeros(1, requires_grad=True)])  # bad settings fail at start-up, not in fit
 
     def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> HessianFree:

@@ -12,7 +12,8 @@ class NormalizedGradient(ProxyRule):
 
     Trained like SIP on the proxy objective 1/2 ||NN(y*) - stop_grad(x + eta dx)||^2, so the
     network receives the normalised adjoint eta * sign(dL/dx) in place of dL/dx. Needs only
-    the gradient of the physics, so it trains every problem.
+    the gradient of the physics, so it trains every problem. Components the network does not
+    predict (fluid's observed m0) do not move (ProxyRule zeroes dx there).
     """
 
     def simulate_and_update(

@@ -1,8 +1,10 @@
-"""SIP training: regress the network onto x~ = x + eta * U(x) from the problem's inverse solver."""
+"""SIP training: regress the network onto x~ = x + eta * dx from an inverse solver of the physics."""
 from __future__ import annotations
 
 import torch
 
+from sip_train.inverse.auto import Auto
+from sip_train.inverse.base import InverseSolver
 from sip_train.problems.base import InverseProblem
 from sip_train.rules.base import OptimizerFactory, UpdateRule
 
@@ -13,7 +15,8 @@ class ProxyRule(UpdateRule):
     """Train on the proxy objective ||NN(y*) - stop_grad(x + dx)|| for an x-space update dx.
 
     Subclasses choose dx in `simulate_and_update`, which also returns y = P(x) so the update can
-    reuse the simulation; the network never sees a gradient through the physics.
+    reuse the simulation; the network never sees a gradient through the physics. Only the unknowns
+    move (`problem.unknown_mask`): dx is zeroed elsewhere, so known parts add nothing to the loss.
 
     Args:
         eta: step size of the x-space update.
@@ -42,6 +45,7 @@ class ProxyRule(UpdateRule):
         with torch.no_grad():
             x_detached = x.detach()
             y, dx = self.simulate_and_update(problem, x_detached, y_target)
+            dx = torch.where(problem.unknown_mask(x_detached), dx, 0.0)
             x_target = x_detached + self.eta * dx
         difference = (x - x_target).flatten(1)
         if self.proxy_norm == "l1":
@@ -50,16 +54,22 @@ class ProxyRule(UpdateRule):
 
 
 class SIP(ProxyRule):
-    """Scale-invariant physics: dx = U(x), the problem's inverse-physics update."""
+    """Scale-invariant physics: dx = U(x) - x from an inverse solver (the `inverse` config group):
+    the problem's hand-written one, or a generic solver that needs only simulate() and y_loss().
+
+    Args:
+        inverse: the solver (default: `Auto`, the problem's own inverse else Gauss-Newton).
+    """
+
+    def __init__(self, optimizer: OptimizerFactory, lr: float, eta: float = 1.0, proxy_norm: str = "l2",
+                 inverse: InverseSolver | None = None, create_graph: bool = False) -> None:
+        super().__init__(optimizer, lr, eta, proxy_norm, create_graph)
+        self.inverse = Auto() if inverse is None else inverse
 
     def check(self, problem: InverseProblem, network: torch.nn.Module) -> None:
-        if not problem.has_inverse_update():
-            raise ValueError(
-                f"optimizer=sip needs an inverse update, which problem {type(problem).__name__} does not provide; "
-                "use a gradient-based optimizer (e.g. optimizer=adam)"
-            )
+        self.inverse.check(problem)
 
     def simulate_and_update(
         self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return problem.simulate_and_update(x, y_target)
+        return self.inverse.simulate_and_update(problem, x, y_target)

@@ -1,31 +1,44 @@
 """A named sweep (conf/sweep/<name>.yaml) and its expansion into jobs with fixed run directories.
 
-A sweep file (every key optional except one of `grid` and `list`):
+A sweep file is a `_global_` config of the `sweep` group: its defaults list picks the experiment
+every job starts from, `sweep:` holds the spec (every key optional except one of `grid` and `list`),
+and `hydra.mode: MULTIRUN` makes `python train.py sweep=NAME` a multirun even without `-m`:
 
-    # python sweep.py sweep=heat_lr_batch
-    experiment: paper_fig11_heat   # every job starts from this experiment config
-    grid:                          # a list value is swept (cartesian product), a scalar is fixed
-      optimizer: [sip, adam]
-      optimizer.lr: [1.0e-2, 1.0e-3, 1.0e-4]
-      trainer.max_steps: 3000
-    list:                          # more jobs: each entry is a grid of its own; the union of the
-      - {optimizer: sgd, optimizer.lr: 2.0e-6}   # entries is crossed with `grid`
-    metric: x_l1                   # the summary.json value of the table (lower is better)
-    curves: [val/x_l1]             # metrics.csv columns drawn as learning curves (default val/<metric>)
-    smooth: 1                      # running mean over this many logged points of each curve
-    tail: 0.1                      # add the mean of the last 10% of the validation curve (Fig. 5d)
-    plots:
-      grid: {rows: optimizer.lr, cols: data.batch_size, x: time}   # curves per panel (Fig. 11/12)
-      versus: {x: problem.xi, log_x: true}                          # metric vs parameter (Fig. 5d)
-    iterative: {iterations: 1000, gd_lr: 1.0}                       # Fig. 13 baselines
+    # @package _global_
+    # python train.py -m sweep=heat_lr_batch    (or python sweep.py sweep=heat_lr_batch)
+    defaults:
+      - override /experiment: paper_fig11_heat   # every job runs with experiment=paper_fig11_heat
+    sweep:
+      grid:                        # a list value is swept (cartesian product), a scalar is fixed
+        optimizer: [sip, adam]
+        optimizer.lr: [1.0e-2, 1.0e-3, 1.0e-4]
+        trainer.max_steps: 3000
+      list:                        # more jobs: each entry is a grid of its own; the union of the
+        - {optimizer: sgd, optimizer.lr: 2.0e-6}   # entries is crossed with `grid`
+      metric: x_l1                 # the summary.json value of the table (lower is better)
+      curves: [val/x_l1]           # metrics.csv columns drawn as learning curves (default val/<metric>)
+      smooth: 1                    # running mean over this many logged points of each curve
+      tail: 0.1                    # add the mean of the last 10% of the validation curve (Fig. 5d)
+      plots:
+        grid: {rows: optimizer.lr, cols: data.batch_size, x: time}   # curves per panel (Fig. 11/12)
+        versus: {x: problem.xi, log_x: true}                          # metric vs parameter (Fig. 5d)
+      iterative: {iterations: 1000, gd_lr: 1.0}                       # Fig. 13 baselines
+    hydra:
+      mode: MULTIRUN
 
 A key whose value is itself a list is swept over a list of lists (`network.hidden: [[64, 64]]`).
 A job's name, which is also its run directory under the sweep directory, is `key=value,...` over
 its swept keys (those written as lists in `grid`, and every key of a `list` entry): the same sweep
 file always maps a job to the same directory, which is how an interrupted sweep resumes.
+
+On the command line (`plan`), a swept key keeps only the jobs with the given values
+(`optimizer.lr=1e-3`, `data.batch_size=4,32`: a smoke test of a big sweep), a comma list of another
+key is swept on top of the sweep (`seed=0,1`), and any other override goes to every job, replacing
+the sweep's fixed value of that key (`trainer.max_steps=20`).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -34,23 +47,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from sip_train.config import CONF
 from sip_train.checkpoints import newest_checkpoint
 from sip_train.summary import read_summary
 
-SPEC_KEYS = ("experiment", "grid", "list", "metric", "curves", "smooth", "tail", "plots", "iterative")
+SPEC_KEYS = ("grid", "list", "metric", "curves", "smooth", "tail", "plots", "iterative")
 #: Override keys (and key prefixes) that change how a job runs or logs, not its result: a completed
 #: job still counts as done when only these differ.
 RUNTIME_KEYS = ("threads", "logger", "trainer.enable_progress_bar", "trainer.accelerator", "trainer.devices")
 FINISHED = ("completed", "diverged")  # summary.json statuses of jobs that are not run again
+PLAN_FILE = "sweep.yaml"  # the plan of a sweep, written into its directory when it runs
 _PLAIN = re.compile(r"^[A-Za-z_][\w.\-/:@]*$")
 _MAX_NAME = 200
 
 
 class SweepError(ValueError):
-    """A sweep file or a sweep directory that cannot be used as it is."""
+    """A sweep file, command line or sweep directory that cannot be used as it is."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,7 @@ class Job:
 
 @dataclass
 class Sweep:
-    """A parsed sweep file; see the module docstring for the meaning of each field."""
+    """A parsed sweep spec (see the module docstring) and the experiment its jobs start from."""
 
     name: str
     experiment: str | None = None
@@ -77,32 +91,30 @@ class Sweep:
     plots: dict[str, dict[str, Any]] = field(default_factory=dict)
     iterative: dict[str, Any] | None = None
 
+    @classmethod
+    def from_spec(cls, name: str, spec: Any, experiment: str | None = None) -> Sweep:
+        """A Sweep from the `sweep:` block of a composed config (a DictConfig or a dict).
+
+        Raises:
+            SweepError: unknown keys, or neither `grid` nor `list`.
+        """
+        content = dict(OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec or {})
+        unknown = sorted(set(content) - set(SPEC_KEYS))
+        if unknown:
+            raise SweepError(f"sweep={name}: unknown keys {unknown} under `sweep:`; a sweep has {list(SPEC_KEYS)}")
+        content["entries"] = content.pop("list", None)
+        sweep = cls(name=name, experiment=experiment, **{key: value for key, value in content.items() if value is not None})
+        if not sweep.grid and not sweep.entries:
+            raise SweepError(f"sweep={name}: a sweep needs a `grid` or a `list` of overrides")
+        sweep.curves = sweep.curves or [f"val/{sweep.metric}"]
+        return sweep
+
     @property
     def swept_keys(self) -> list[str]:
         """Keys that name a job: every key of a `list` entry, then the list-valued keys of `grid`."""
         keys = [key for entry in self.entries for key in entry]
         keys += [key for key, value in self.grid.items() if isinstance(value, list)]
         return list(dict.fromkeys(keys))
-
-
-def load_sweep(name_or_path: str) -> Sweep:
-    """Read conf/sweep/<name>.yaml (or a YAML file path) into a Sweep, checking its keys."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = CONF / "sweep" / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
-        raise SweepError(f"sweep={name_or_path!r} not found: choose one of {known} or give a YAML file path")
-    content = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
-    unknown = sorted(set(content) - set(SPEC_KEYS))
-    if unknown:
-        raise SweepError(f"{path}: unknown keys {unknown}; a sweep file has {list(SPEC_KEYS)}")
-    content["entries"] = content.pop("list", None)
-    sweep = Sweep(name=path.stem, **{key: value for key, value in content.items() if value is not None})
-    if not sweep.grid and not sweep.entries:
-        raise SweepError(f"{path}: a sweep needs a `grid` or a `list` of overrides")
-    sweep.curves = sweep.curves or [f"val/{sweep.metric}"]
-    return sweep
 
 
 def render(value: Any) -> str:
@@ -128,16 +140,14 @@ def quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def experiment_key() -> str:
-    """`experiment` once conf/config.yaml has an experiment slot in its defaults, else `+experiment`."""
-    defaults = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml")).get("defaults", [])
-    groups = {str(next(iter(entry))).split()[-1] for entry in defaults if isinstance(entry, dict)}
-    return "experiment" if "experiment" in groups else "+experiment"
-
-
 def override(key: str, value: Any) -> str:
-    """One task override `key=value` (an experiment choice gets the key config.yaml needs)."""
-    return f"{experiment_key() if key == 'experiment' else key}={render(value)}"
+    """One task override `key=value`."""
+    return f"{key}={render(value)}"
+
+
+def override_key(item: str) -> str:
+    """The key an override string sets, without its +/~ prefix."""
+    return item.split("=", 1)[0].lstrip("+~")
 
 
 def _combinations(block: dict[str, Any]) -> list[dict[str, Any]]:
@@ -165,7 +175,7 @@ def expand(sweep: Sweep, overrides: Sequence[str] = ()) -> list[Job]:
     in_grid = set(sweep.grid) & {key for entry in sweep.entries for key in entry}
     if in_grid:
         raise SweepError(f"sweep {sweep.name}: keys {sorted(in_grid)} are both in `grid` and in `list`")
-    given = {item.split("=", 1)[0].lstrip("+~") for item in overrides}
+    given = {override_key(item) for item in overrides}
     overridden = given & set(sweep.swept_keys)
     if overridden:
         raise SweepError(f"sweep {sweep.name} sweeps {sorted(overridden)}: do not override them")
@@ -186,10 +196,49 @@ def expand(sweep: Sweep, overrides: Sequence[str] = ()) -> list[Job]:
     return jobs
 
 
+def plan(sweep: Sweep, arguments: Sequence[str]) -> list[Job]:
+    """The jobs of `sweep` under the command line's task overrides (`sweep=...` itself ignored).
+
+    A swept key keeps only the jobs with the given value(s); a comma-separated (or range) sweep of
+    another key is swept on top of the sweep, crossed with its jobs; anything else goes to every job.
+
+    Raises:
+        SweepError: a value of a swept key that no job has, a non-discrete sweep, or see `expand`.
+    """
+    keep: dict[str, list[Any]] = {}
+    extra: dict[str, list[Any]] = {}
+    fixed = []
+    for parsed in OverridesParser.create().parse_overrides(list(arguments)):
+        key = parsed.key_or_group
+        if key == "sweep":
+            continue
+        if parsed.is_sweep_override() and not parsed.is_discrete_sweep():
+            raise SweepError(f"{parsed.input_line}: only lists of values (a,b or range) can be swept here")
+        values = list(parsed.sweep_iterator()) if parsed.is_sweep_override() else [parsed.value()]
+        if key in sweep.swept_keys:
+            keep[key] = values
+        elif parsed.is_sweep_override():
+            extra[parsed.get_key_element()] = values
+        else:
+            fixed.append(parsed.input_line)
+    jobs = expand(dataclasses.replace(sweep, grid={**sweep.grid, **extra}), fixed)
+    for key, values in keep.items():
+        jobs = [job for job in jobs if key in job.params and job.params[key] in values]
+        if not jobs:
+            offered = list(dict.fromkeys(render(job.params.get(key)) for job in expand(sweep) if key in job.params))
+            raise SweepError(f"{key}={','.join(render(v) for v in values)} selects no job of sweep {sweep.name}: "
+                             f"it sweeps {key} over {offered} (with the other keys given)")
+    return jobs
+
+
+def sweep_directory(name: str, given: str | Path | None = None) -> Path:
+    """The absolute directory of sweep `name`: `given` (hydra.sweep.dir), else multirun/<name>."""
+    return Path(given if given is not None else Path("multirun") / name).resolve()
+
+
 def _result_overrides(overrides: Sequence[str]) -> list[str]:
     """The overrides that determine a job's result (runtime-only ones dropped, `+` ignored), sorted."""
-    return sorted(item.lstrip("+") for item in overrides
-                  if not item.lstrip("+~").split("=", 1)[0].startswith(RUNTIME_KEYS))
+    return sorted(item.lstrip("+") for item in overrides if not override_key(item).startswith(RUNTIME_KEYS))
 
 
 def is_completed(job: Job, sweep_dir: Path) -> bool:
@@ -213,6 +262,36 @@ def is_completed(job: Job, sweep_dir: Path) -> bool:
                 "run this sweep in a new directory (hydra.sweep.dir=...) or delete that one"
             )
     return finished
+
+
+def wandb_settings(config: Any) -> dict[str, Any] | None:
+    """project and mode of the W&B logger a composed run config logs to, or None without one."""
+    block = config.get("logger", {}).get("wandb")
+    return None if block is None else {"project": block.get("project", "sip-train"), "mode": block.get("mode", "auto")}
+
+
+def save_plan(sweep_dir: Path, sweep: Sweep, jobs: Sequence[Job], wandb: dict[str, Any] | None) -> Path:
+    """<sweep_dir>/sweep.yaml: the spec, every job (name, swept values, overrides) and the jobs'
+    W&B settings, which is all a report of the sweep directory needs."""
+    content = {"sweep": dataclasses.asdict(sweep), "wandb": wandb,
+               "jobs": [{"name": job.name, "params": job.params, "overrides": list(job.overrides)} for job in jobs]}
+    path = Path(sweep_dir) / PLAN_FILE
+    OmegaConf.save(OmegaConf.create(content), path)
+    return path
+
+
+def load_plan(sweep_dir: Path) -> tuple[Sweep, list[Job], dict[str, Any] | None]:
+    """(sweep, jobs, W&B settings) of a sweep directory, as `save_plan` wrote them.
+
+    Raises:
+        SweepError: the directory holds no sweep plan (the sweep never ran there).
+    """
+    path = Path(sweep_dir) / PLAN_FILE
+    if not path.is_file():
+        raise SweepError(f"{path} not found: {sweep_dir} is not the directory of a sweep that ran")
+    content = OmegaConf.to_container(OmegaConf.load(path))
+    jobs = [Job(job["name"], job["params"], tuple(job["overrides"])) for job in content["jobs"]]
+    return Sweep(**content["sweep"]), jobs, content["wandb"]
 
 
 def is_finite(value: Any) -> bool:

@@ -1,0 +1,137 @@
+"""The `sip` sweeper: Hydra's basic sweeper, plus named sweeps that resume.
+
+    python train.py -m problem=heat optimizer=adam,sip seed=0,1   # cartesian product, as Hydra's basic sweeper
+    python train.py -m sweep=heat_lr_batch hydra/launcher=joblib_1thread   # conf/sweep/heat_lr_batch.yaml
+
+A named sweep (`sweep=NAME`, a config of the `sweep` group) is expanded with the command line by
+`sip_train.sweep.spec.plan`; each job runs in <sweep dir>/<job name> (sweep dir: multirun/NAME unless
+hydra.sweep.dir is given), jobs that already finished there are skipped, and the plan is saved as
+<sweep dir>/sweep.yaml for `sweep.py`'s report. Every launcher runs the jobs, as with `-m` alone.
+When the launcher config sets hydra.job.env_set.OMP_NUM_THREADS, jobs get `threads=N` too (torch
+is imported before Hydra sets the variable in a launcher's worker process).
+"""
+
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn
+from hydra.errors import HydraException
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from sip_train.sweep.spec import (Job, Sweep, SweepError, is_completed, override_key, plan, quote, render,
+                                  save_plan, sweep_directory, wandb_settings)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SipSweeperConf:
+    _target_: str = "hydra_plugins.sip_sweeper.sip_sweeper.SipSweeper"
+    dry_run: bool = False  # list the jobs (and, for a named sweep, which are finished); launch none
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="sip", node=SipSweeperConf, provider="sip_train")
+
+
+def cartesian(arguments: Sequence[str], parser: OverridesParser) -> list[list[str]]:
+    """The override lists of a plain multirun: the cartesian product of the comma lists (and
+    ranges, globs), the last value of a key given twice winning, as Hydra's basic sweeper does."""
+    choices: dict[str, list[str]] = {}
+    for parsed in parser.parse_overrides(list(arguments)):
+        key = parsed.get_key_element()
+        if parsed.is_sweep_override():
+            if not parsed.is_discrete_sweep():
+                raise HydraException(f"the sip sweeper does not support sweep type {parsed.value_type.name}: "
+                                     f"{parsed.input_line}")
+            choices[key] = [f"{key}={value}" for value in parsed.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={parsed.get_value_element_as_str()}"]
+    return [list(combination) for combination in itertools.product(*choices.values())]
+
+
+class SipSweeper(Sweeper):
+    """Expands a named sweep or a cartesian command line, skips finished jobs of a named sweep,
+    and runs the rest in one batch with the configured launcher."""
+
+    def __init__(self, dry_run: bool = False) -> None:
+        self.dry_run = dry_run
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher: Launcher | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def _threads(self, arguments: Sequence[str]) -> list[str]:
+        """[threads=N] when the launcher sets OMP_NUM_THREADS=N and the command line no threads."""
+        threads = self.config.hydra.job.env_set.get("OMP_NUM_THREADS")
+        given = any(override_key(item) == "threads" for item in arguments)
+        return [f"threads={int(threads)}"] if threads is not None and not given else []
+
+    def sweep(self, arguments: list[str]) -> Any:
+        name = self.config.hydra.runtime.choices.get("sweep")
+        if name is None:
+            parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+            batch = [[*job, *self._threads(arguments)] for job in cartesian(arguments, parser)]
+            sweep_dir = Path(self.config.hydra.sweep.dir)
+            if self.dry_run:
+                print("\n".join(" ".join(job) for job in batch))
+                return []
+        else:
+            sweep_dir, batch = self._named(name, arguments)
+            if self.dry_run or not batch:
+                return []
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        self.validate_batch_is_legal(batch)  # a bad override stops the sweep before any job runs
+        returns = self.launcher.launch(batch, initial_job_idx=0)
+        for job_return in returns:
+            _ = job_return.return_value  # re-raises what a job raised, as Hydra's basic sweeper does
+        return [returns]
+
+    def _named(self, name: str, arguments: Sequence[str]) -> tuple[Path, list[list[str]]]:
+        """(sweep dir, override lists of the jobs to run) of a named sweep; saves its plan."""
+        config = self.config
+        try:
+            sweep = Sweep.from_spec(name, config.get("sweep"), config.hydra.runtime.choices.get("experiment"))
+            jobs = plan(sweep, [*arguments, *self._threads(arguments)])
+        except SweepError as error:
+            raise HydraException(str(error)) from error
+        given = any(override_key(item) == "hydra.sweep.dir" for item in config.hydra.overrides.hydra)
+        sweep_dir = sweep_directory(name, config.hydra.sweep.dir if given else None)
+        config.hydra.sweep.dir = str(sweep_dir)  # where the launcher writes (e.g. submitit's .submitit/)
+        try:
+            finished = {job.name for job in jobs if is_completed(job, sweep_dir)}
+        except SweepError as error:
+            raise HydraException(str(error)) from error
+        pending = [job for job in jobs if job.name not in finished]
+        if self.dry_run:
+            for job in jobs:
+                print(f"{'completed' if job.name in finished else 'to run':>9}  {job.name}")
+            print(f"sweep directory: {sweep_dir}")
+            return sweep_dir, []
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        save_plan(sweep_dir, sweep, jobs, wandb_settings(config))
+        log.info("sweep %s: %d jobs in %s, %d finished before, %d to run", name, len(jobs), sweep_dir,
+                 len(finished), len(pending))
+        return sweep_dir, [self._job_overrides(job, sweep_dir) for job in pending]
+
+    def _job_overrides(self, job: Job, sweep_dir: Path) -> list[str]:
+        """A job's task overrides, its run directory, and an override_dirname of its swept values
+        only (what loggers name the job by); hydra.mode so the job knows it is one of many."""
+        excluded = list(self.config.hydra.job.config.override_dirname.exclude_keys)
+        excluded += [override_key(item) for item in job.overrides if override_key(item) not in job.params]
+        return [*job.overrides, f"hydra.sweep.dir={quote(str(sweep_dir))}", f"hydra.sweep.subdir={quote(job.name)}",
+                f"hydra.job.config.override_dirname.exclude_keys={render(list(dict.fromkeys(excluded)))}",
+                "hydra.mode=MULTIRUN"]

@@ -1,0 +1,32 @@
+"""The default inverse: the problem's hand-written one where it exists, else Gauss-Newton."""
+from __future__ import annotations
+
+import torch
+
+from sip_train.inverse.base import InverseSolver
+from sip_train.inverse.gauss_newton import GaussNewton
+from sip_train.inverse.problem import ProblemInverse
+from sip_train.problems.base import InverseProblem
+
+
+class Auto(InverseSolver):
+    """`inverse=problem` for problems with an `inverse_update`, `inverse=gauss_newton` (with these
+    settings, see GaussNewton) for the others."""
+
+    name = "auto"
+
+    def __init__(self, **gauss_newton: object) -> None:
+        self.own = ProblemInverse()
+        self.generic = GaussNewton(**gauss_newton)
+
+    def choose(self, problem: InverseProblem) -> InverseSolver:
+        """The solver used for `problem`."""
+        return self.own if problem.has_inverse_update() else self.generic
+
+    def check(self, problem: InverseProblem) -> None:
+        self.choose(problem).check(problem)
+
+    def simulate_and_update(
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.choose(problem).simulate_and_update(problem, x, y_target)

@@ -1,0 +1,67 @@
+"""What an inverse solver is to the SIP rule: dx at a batch of predictions, from the physics alone."""
+from __future__ import annotations
+
+import torch
+
+from sip_train.problems.base import InverseProblem
+
+
+def positive_int(name: str, value: object) -> int:
+    """`value` if it is a positive integer, else a ValueError naming inverse.<name>."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"inverse.{name}={value!r} is invalid: must be a positive integer")
+    return value
+
+
+def positive_float(name: str, value: object, allow_zero: bool = False) -> float:
+    """`value` as a float if it is positive (or zero where allowed), else a ValueError naming inverse.<name>."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 if allow_zero else value > 0):
+        raise ValueError(f"inverse.{name}={value!r} is invalid: must be a {'non-negative' if allow_zero else 'positive'} number")
+    return float(value)
+
+
+class InverseSolver:
+    """Computes SIP's x-space update dx = U(x) - x for a batch of predictions x, per example.
+
+    Generic solvers see only the problem's `simulate`, `y_loss` and `unknown_mask`, never the
+    network: dx is zero on the components the network does not predict.
+    """
+
+    name = "generic"  # the config option selecting it (inverse=<name>), for error messages
+
+    def check(self, problem: InverseProblem) -> None:
+        """Fail at start-up, in one line, if this solver cannot invert `problem`: here, if its
+        simulate is not differentiable with torch autograd on a sampled example."""
+        x, y_target = problem.sample(2, torch.Generator().manual_seed(0))
+        try:
+            with torch.enable_grad():
+                x = x.detach().requires_grad_(True)
+                loss = problem.y_loss(problem.simulate(x), y_target).sum()
+                (gradient,) = torch.autograd.grad(loss, x)
+        except RuntimeError as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(
+                f"inverse={self.name} needs a simulate() differentiable by torch autograd, which problem "
+                f"{type(problem).__name__} does not provide ({first_line}); use inverse=problem or a gradient-free rule"
+            ) from None
+        if not torch.isfinite(gradient).all():
+            raise ValueError(f"inverse={self.name}: problem {type(problem).__name__}'s simulate() has a non-finite gradient "
+                             "at a sampled example")
+
+    def simulate_and_update(
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """y = P(x) (detached) and the update dx (B, *x) at the detached predictions x."""
+        raise NotImplementedError
+
+
+def loss_and_gradient(
+    problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-example L(x) = y_loss(P(x), y*) (B,), its gradient on the unknowns (B, *x) and y = P(x), detached."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        y = problem.simulate(x)
+        loss = problem.y_loss(y, y_target)
+        (gradient,) = torch.autograd.grad(loss.sum(), x)
+    return loss.detach(), torch.where(problem.unknown_mask(x), gradient, 0.0), y.detach()

@@ -1,0 +1,84 @@
+"""Progress of a run in the terminal, counted in optimisation steps (the data is infinite, so epochs mean
+nothing): a bar on a terminal, one plain line every few steps when the output goes to a file."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+from sip_train.callbacks import StepTimer
+
+LINES_PER_RUN = 20  # plain-line mode: about this many lines over max_steps
+
+
+def step_metrics(trainer: Trainer, primary_metric: str) -> dict[str, str]:
+    """What the progress shows beside the steps: the last validation error and the last step time."""
+    shown = {}
+    if f"val/{primary_metric}" in trainer.callback_metrics:
+        shown[f"val {primary_metric}"] = f"{float(trainer.callback_metrics[f'val/{primary_metric}']):.4g}"
+    times = [ms for callback in trainer.callbacks if isinstance(callback, StepTimer) for ms in callback.step_times_ms]
+    if times:
+        shown["step"] = f"{times[-1]:.0f} ms"
+    return shown
+
+
+def _primary_metric(pl_module: LightningModule) -> str:
+    return getattr(getattr(pl_module, "problem", None), "primary_metric", "x_l1")
+
+
+class StepProgressBar(TQDMProgressBar):
+    """A bar over steps done / max_steps (continuing from the checkpoint's step after a resume), with the
+    validation error and the step time."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        return self.trainer.max_steps if self.trainer.max_steps > 0 else float("inf")
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        return step_metrics(trainer, _primary_metric(pl_module))
+
+    def on_train_epoch_start(self, trainer: Trainer, *_) -> None:
+        super().on_train_epoch_start(trainer)
+        self.train_progress_bar.reset(self.total_train_batches)
+        self.train_progress_bar.n = trainer.global_step
+        self.train_progress_bar.set_description("steps")
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        done = trainer.global_step
+        if self._should_update(done, self.train_progress_bar.total):
+            self.train_progress_bar.n = done
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=True)
+
+
+class StepLines(ProgressBar):
+    """Progress as one plain line every `every_n_steps` steps (and at the last), for output to a file or a
+    batch system's log, where a bar would write its whole state at every refresh."""
+
+    def __init__(self, every_n_steps: int | None = None) -> None:
+        super().__init__()
+        self.every_n_steps = every_n_steps
+        self._enabled = True
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.every_n_steps is None:
+            self.every_n_steps = max(1, trainer.max_steps // LINES_PER_RUN) if trainer.max_steps > 0 else 50
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        done, total = trainer.global_step, trainer.max_steps
+        if self._enabled and trainer.is_global_zero and (done % self.every_n_steps == 0 or done == total):
+            shown = step_metrics(trainer, _primary_metric(pl_module))
+            steps = f"step {done}/{total}" if total > 0 else f"step {done}"
+            print("  ".join([steps, *(f"{key} {value}" for key, value in shown.items())]), flush=True)
+
+
+def progress_callback(every_n_steps: int | None = None) -> ProgressBar:
+    """A bar when stdout is a terminal, plain lines every few steps otherwise."""
+    return StepProgressBar() if sys.stdout.isatty() else StepLines(every_n_steps)

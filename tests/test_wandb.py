@@ -1,0 +1,169 @@
+"""What a run sends to W&B, read back from the offline run file it writes: every metric on the training
+step, the full run config, best and final validation error in the summary, multirun jobs grouped and
+named by their swept values; the offline notice; `disabled` logs nothing to W&B but the CSV."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from wandb.proto import wandb_internal_pb2
+
+from conftest import REPO
+from sip_train import loggers
+from sip_train.console import offline_notice
+from sip_train.run import train
+
+BLOCK = 32768  # W&B's run file: LevelDB log framing, 32 KiB blocks after a 7-byte file header
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def read_run_file(path: Path) -> list[wandb_internal_pb2.Record]:
+    """The records of a W&B run file (`run-<id>.wandb`), in order."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    records, position, pieces = [], 7, b""
+    while position + 7 <= len(data):
+        if BLOCK - position % BLOCK < 7:  # a block's tail too short for a header is padding
+            position += BLOCK - position % BLOCK
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        if kind == 0 and length == 0:
+            break
+        pieces += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (FULL, LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pieces)
+            records.append(record)
+            pieces = b""
+    return records
+
+
+class WandbRun:
+    """The parts of an offline W&B run a researcher sees: run info, config, metric definitions, history, summary."""
+
+    def __init__(self, run_dir: Path) -> None:
+        files = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+        assert len(files) == 1, files
+        self.config, self.summary, self.history, self.metrics = {}, {}, [], []
+        for record in read_run_file(files[0]):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                self.run = record.run
+                self._update(self.config, record.run.config.update)
+            elif kind == "config":
+                self._update(self.config, record.config.update)
+            elif kind == "metric":
+                self.metrics.append(record.metric)
+            elif kind == "history":
+                self.history.append({(item.nested_key[0] if item.nested_key else item.key): json.loads(item.value_json)
+                                     for item in record.history.item})  # an image's parts all under its key
+            elif kind == "summary":
+                self._update(self.summary, record.summary.update)
+
+    @staticmethod
+    def _update(into: dict, items) -> None:
+        for item in items:
+            into["/".join(item.nested_key) or item.key] = json.loads(item.value_json)
+
+
+def config_value(config: dict, dotted: str):
+    group, *rest = dotted.split(".")
+    value = config[group]
+    for key in rest:
+        value = value[key]
+    return value
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+def test_every_metric_is_on_the_training_step_and_the_summary_holds_the_best_error(tiny_config, tmp_path, offline,
+                                                                                 caplog):
+    with caplog.at_level(logging.INFO, logger="sip_train.loggers"):
+        summary = train(tiny_config("logger=wandb", "problem=heat", "problem.resolution=16", "optimizer=adam",
+                                    "network.levels=2", "trainer.max_steps=4", "trainer.val_check_interval=2"))
+    run = WandbRun(tmp_path)
+    step = loggers.STEP_METRIC
+    assert any(m.name == step for m in run.metrics)
+    assert any(m.glob_name == "*" and m.step_metric == step for m in run.metrics)
+    logged = {key for row in run.history for key in row if not key.startswith("_")} - {step}
+    assert {"train/objective", "train/y_l2", "val/x_l1", "val/examples"} <= logged
+    assert all(step in row for row in run.history)  # every logged value carries the step it belongs to
+    validation = [(row[step], row["val/x_l1"]) for row in run.history if "val/x_l1" in row]
+    assert [s for s, _ in validation] == [0, 2, 4]
+    assert sorted(row[step] for row in run.history if "val/examples" in row) == [0, 2, 4]  # figures at their step
+    assert run.summary["val/x_l1"]["min"] == pytest.approx(min(v for _, v in validation))
+    assert run.summary["val/x_l1"]["last"] == pytest.approx(validation[-1][1]) == pytest.approx(summary["x_l1"])
+    assert run.summary["status"] == "completed" and run.summary["steps"] == 4 and run.summary["wall_time_s"] > 0
+    assert config_value(run.config, "data.batch_size") == 4
+    assert config_value(run.config, "trainer.max_steps") == 4
+    assert config_value(run.config, "optimizer.lr") == pytest.approx(1e-3)
+    assert run.config["choices"]["problem"] == "heat" and set(run.run.tags) >= {"heat", "adam"}
+    assert run.run.run_group == ""  # a single run belongs to no group
+    sync_dir = next(tmp_path.glob("wandb/offline-run-*")).resolve()
+    notices = [r.getMessage() for r in caplog.records if "offline" in r.getMessage()]
+    assert notices == [offline_notice(sync_dir)]
+
+
+def test_the_offline_notice_is_one_line_with_the_sync_command():
+    notice = offline_notice("/runs/a/wandb/offline-run-1")
+    assert "\n" not in notice and "offline" in notice
+    assert notice.endswith("`wandb sync /runs/a/wandb/offline-run-1`")
+
+
+def test_an_online_failure_says_why_in_one_line_and_logs_offline(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    real_init = loggers.wandb.init
+
+    def init(mode, **kwargs):
+        if mode == "online":
+            raise ConnectionError("api.wandb.ai unreachable\nretrying would not help")
+        return real_init(mode=mode, **kwargs)
+
+    monkeypatch.setattr(loggers.wandb, "init", init)
+    with caplog.at_level(logging.INFO, logger="sip_train.loggers"):
+        logger = loggers.wandb_logger(save_dir=str(tmp_path))
+    loggers.wandb.finish()
+    assert logger.experiment.settings.mode == "offline"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "\n" not in warnings[0] and "api.wandb.ai unreachable" in warnings[0]
+    assert sum("wandb sync" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_disabled_logs_nothing_to_wandb_and_the_csv_still_works(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    summary = train(tiny_config("logger=wandb", "problem=exp", "trainer.max_steps=2", "figure_examples=0"))
+    assert summary["status"] == "completed"
+    assert not (tmp_path / "wandb").exists()
+    assert pd.read_csv(tmp_path / "metrics.csv")["val/x_l1"].notna().sum() == 2
+
+
+def test_multirun_jobs_share_a_group_and_carry_their_swept_values(tmp_path):
+    sweep_dir = tmp_path / "lr_check"
+    command = [sys.executable, "train.py", "-m", "problem=exp", "optimizer=adam", "optimizer.lr=0.01,0.001",
+               "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.accelerator=cpu",
+               "trainer.log_every_n_steps=1", "data.batch_size=4", "data.val_size=4", "figure_examples=0",
+               "threads=1", f"hydra.sweep.dir={sweep_dir}"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = [WandbRun(job) for job in sorted(p.parent for p in sweep_dir.glob("*/summary.json"))]
+    assert len(runs) == 2
+    assert {run.run.run_group for run in runs} == {"lr_check"}
+    assert sorted(config_value(run.config, "optimizer.lr") for run in runs) == [0.001, 0.01]
+    for run in runs:
+        lr = config_value(run.config, "optimizer.lr")
+        assert f"optimizer.lr={lr}" in run.run.display_name
+        assert set(run.run.tags) >= {"exp", "adam"}
+        assert config_value(run.config, "data.batch_size") == 4 and config_value(run.config, "trainer.max_steps") == 2
+    assert len({run.run.display_name for run in runs}) == 2
