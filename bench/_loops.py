@@ -24,6 +24,17 @@ from sip_train.config import compose_config
 from sip_train.module import build_components, compile_components
 
 
+#: The clock of every timing here: wall time, or (`use_cpu_clock`) this process's CPU time, which on a
+#: machine shared with other processes counts only the work of this one (one thread: the same work).
+clock: Callable[[], float] = time.perf_counter
+
+
+def use_cpu_clock() -> None:
+    """Time by this process's CPU time instead of wall time (for one thread, on a shared CPU)."""
+    global clock
+    clock = time.process_time
+
+
 class Loop(Protocol):
     """Anything that makes one training update per call of `step`."""
 
@@ -138,11 +149,11 @@ class MinimalLoop:
 def time_block(function: Callable[[], object], count: int, sync: Callable[[], None]) -> float:
     """Milliseconds per call of `count` back-to-back calls, between two device synchronisations."""
     sync()
-    start = time.perf_counter()
+    start = clock()
     for _ in range(count):
         function()
     sync()
-    return 1e3 * (time.perf_counter() - start) / count
+    return 1e3 * (clock() - start) / count
 
 
 class InterleavedTimer(StepTimer):
@@ -180,7 +191,7 @@ class InterleavedTimer(StepTimer):
         if not started and step >= self.warmup or self._mark is not None and step - self._mark[1] >= self.block:
             self.sync()
             if self._mark is not None and self._clean:
-                self.lightning_ms.append(1e3 * (time.perf_counter() - self._mark[0]) / (step - self._mark[1]))
+                self.lightning_ms.append(1e3 * (clock() - self._mark[0]) / (step - self._mark[1]))
                 for name, samples in self.loop_ms.items():
                     self.ratios[name].append(self.lightning_ms[-1] / samples[-1])
             self._mark = None
@@ -190,7 +201,7 @@ class InterleavedTimer(StepTimer):
                 for name in names[shift:] + names[:shift]:
                     self.loop_ms[name].append(time_block(self.loops[name].step, self.block, self.sync))
                 self._clean = True
-                self._mark = (time.perf_counter(), step)
+                self._mark = (clock(), step)
         super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
 
     def on_validation_start(self, trainer, pl_module) -> None:

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _loops import (BareLoop, MinimalLoop, available_problems, check, fmt, lightning_vs_loops, quiet,  # noqa: E402
-                    spread, trainable_rules)
+                    spread, trainable_rules, use_cpu_clock)
 from _report import markdown_table, provenance, write_section  # noqa: E402
 
 PROBLEMS = ("sine", "exp", "wavepacket", "oscillators")
@@ -44,7 +44,7 @@ def section(args: argparse.Namespace, results: dict, missing: list[str]) -> str:
     return "\n".join([
         "## Small problems: train.py step vs a minimal PyTorch loop",
         "",
-        f"CPU, paper sizes (each problem's own batch). `train(cfg)`{settings} runs (CSV logger, checkpoint callback, "
+        f"CPU, {'process CPU time' if args.clock == 'cpu' else 'wall time'}, paper sizes (each problem's own batch). `train(cfg)`{settings} runs (CSV logger, checkpoint callback, "
         "divergence guard, logging every 10 steps, no progress bar); every "
         f"{args.block} global steps its timer runs {args.block} steps of the minimal loop and of the bare loop in "
         f"rotating order; {args.blocks} samples each after {args.warmup} warm-up steps. A step is one optimizer "
@@ -67,6 +67,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps of each variant first")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="cpu",
+                        help="wall time, or this process's CPU time (robust to other processes on a shared CPU)")
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides of the train.py run")
     parser.add_argument("--write", type=Path, help="Markdown file whose section receives the results")
     args = parser.parse_args()
@@ -74,6 +76,8 @@ def main() -> None:
     os.environ.setdefault("WANDB_MODE", "disabled")
     torch.set_num_threads(args.threads)
     quiet()
+    if args.clock == "cpu":
+        use_cpu_clock()
     problems, missing = available_problems(args.problems)
     results = {}
     for problem in problems:

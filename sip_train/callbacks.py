@@ -36,8 +36,8 @@ class StepTimer(Callback):
         if self._last_start is not None and step > self._last_step:
             # per update: a Lightning step may make several (InverseProblemModule.updates_per_step)
             self.step_times_ms.append(1000 * (now - self._last_start) / (step - self._last_step))
-            updates = getattr(pl_module, "updates_per_step", 1)
-            if (step + updates) % (trainer.log_every_n_steps * updates) == 0:  # a step whose logs are written
+            updates = pl_module.updates_from(step) if hasattr(pl_module, "updates_from") else 1
+            if (step + updates) % trainer.log_every_n_steps == 0:  # a step whose logs are written
                 pl_module.log("time/step_ms", self.step_times_ms[-1])
         self._last_start, self._last_step = now, step
 
@@ -170,6 +170,28 @@ class DivergenceGuard(Callback):
             raise DivergedError(bad_step, "loss or prediction")
         if not parameters_finite:
             raise DivergedError(trainer.global_step, "network parameters")
+
+
+class BufferAverage(Callback):
+    """Under DDP, averages the network's floating-point buffers (BatchNorm running statistics) over the ranks
+    before each validation and at the end of training.
+
+    DDP synchronises gradients, not these buffers (SyncBatchNorm would, but only on GPUs), so each rank
+    would otherwise validate, and rank 0 save, a network of its own.
+    """
+
+    def _average(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            for buffer in pl_module.buffers():
+                if buffer.is_floating_point():
+                    torch.distributed.all_reduce(buffer)
+                    buffer /= trainer.world_size
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._average(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._average(trainer, pl_module)
 
 
 class Preemption(Callback):

@@ -11,6 +11,8 @@ from pathlib import Path
 HARMLESS_WARNINGS = [
     # Lightning's own pytree helper uses a torch class deprecated in torch 2.10; nothing a user can change.
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # A resumed run writes into its own checkpoint directory on purpose.
+    (r"Checkpoint directory .* exists and is not empty", UserWarning),
 ]
 #: Lightning info lines that the run's own lines replace (the banner names the device) or that advertise.
 HARMLESS_INFO = re.compile(r"litlogger|^GPU available: |^TPU available: |^`Trainer\.fit` stopped: `max_steps=")

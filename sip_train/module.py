@@ -1,14 +1,16 @@
 """The one LightningModule: a problem, a network and an update rule, trained by manual optimisation."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch import LightningModule
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from sip_train import plots
@@ -39,6 +41,22 @@ def compile_components(problem: InverseProblem, network: torch.nn.Module) -> Non
         setattr(problem, hook, torch.compile(getattr(problem, hook)))
 
 
+class _DirectStep:
+    """A LightningOptimizer stepped without the strategy and precision plugin, but counted as a global step."""
+
+    def __init__(self, optimizer: LightningOptimizer) -> None:
+        self.wrapped = optimizer
+
+    def __getattr__(self, name: str):
+        return getattr(self.wrapped, name)
+
+    def step(self, closure=None, **kwargs):
+        self.wrapped._on_before_step()
+        output = self.wrapped.optimizer.step(closure, **kwargs)
+        self.wrapped._on_after_step()
+        return output
+
+
 class InverseProblemModule(LightningModule):
     """Trains a network x = NN(y*) on one inverse problem with one update rule; it is the
     rules' `StepInterface` (predict, manual_backward, optimizer).
@@ -65,8 +83,8 @@ class InverseProblemModule(LightningModule):
         if compile:
             compile_components(self.problem, self.network)
         self.automatic_optimization = False
-        self.updates_per_step = updates_per_step  # at most; fixed when training starts
-        self.log_every_n_updates = 1  # trainer.log_every_n_steps in updates, set when training starts
+        self.updates_per_step = updates_per_step
+        self._direct = False  # see on_train_start
         self.figure_examples = figure_examples
         self.last_validated_step = -1
         self._figure_batch: tuple[torch.Tensor, ...] | None = None
@@ -80,44 +98,69 @@ class InverseProblemModule(LightningModule):
 
     def optimizer(self) -> torch.optim.Optimizer:
         """The rule's optimizer, wrapped by Lightning so that stepping it advances the global step."""
-        return self.optimizers()
+        optimizer = self.optimizers()
+        return _DirectStep(optimizer) if self._direct else optimizer
+
+    def manual_backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        """Back-propagate `loss` (through Lightning's strategy and precision plugin unless they would only
+        call `loss.backward`)."""
+        if self._direct:
+            loss.backward(*args, **kwargs)
+        else:
+            super().manual_backward(loss, *args, **kwargs)
+
+    def on_train_start(self) -> None:
+        # In 32-bit precision on one device Lightning's backward and optimizer step add only hooks that no
+        # callback here uses; small problems skip them (per update they cost as much as the update itself).
+        self._direct = (type(self.trainer.strategy) is SingleDeviceStrategy
+                        and type(self.trainer.precision_plugin) is Precision)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.rule.make_optimizer(self.network.parameters())
 
-    def on_train_start(self) -> None:
-        """Lightning counts batches, and each of its training steps makes several updates: fix that number
-        (`updates_per_step`, lowered to a divisor of the logging and validation intervals, so that those stay
-        on the configured global steps) and divide Lightning's batch-counted intervals by it."""
+    def updates_from(self, step: int) -> int:
+        """How many updates the training step starting at global step `step` makes: `updates_per_step`, fewer
+        where that would pass a log step, a validation step or max_steps (so each stays where it was)."""
         trainer = self.trainer
-        intervals = [trainer.log_every_n_steps] + ([trainer.val_check_batch] if isinstance(trainer.val_check_batch, int)
-                                                   else [])
-        self.updates_per_step = math.gcd(self.hparams.updates_per_step, *intervals)
-        self.log_every_n_updates = trainer.log_every_n_steps
-        if self.updates_per_step > 1:
-            trainer.log_every_n_steps //= self.updates_per_step
-            trainer.val_check_batch //= self.updates_per_step
+        end = step + self.updates_per_step
+        for every in (trainer.log_every_n_steps, trainer.val_check_interval):
+            if isinstance(every, int) and every > 0:
+                end = min(end, (step // every + 1) * every)
+        if trainer.max_steps > 0:
+            end = min(end, trainer.max_steps)
+        return max(end - step, 1)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """`updates_per_step` updates (fewer up to max_steps, or to realign a resumed run), each one optimizer
-        step, i.e. one global step, on the batch of its own global step: small problems pay Lightning's fixed
-        cost per step once per several updates. Returns the last update's result with the loss of each."""
+        """`updates_from(global_step)` updates, each one optimizer step, i.e. one global step, on the batch of
+        its own global step: small problems pay Lightning's fixed cost per step once per several updates.
+        Returns the last update's result with the loss of each update."""
         first = self.global_step
-        remaining = self.trainer.max_steps - first if self.trainer.max_steps > 0 else self.updates_per_step
-        updates = min(self.updates_per_step - first % self.updates_per_step, remaining)
+        updates = self.updates_from(first)
         results = [self._update(*batch)]
         for step in range(first + 1, first + updates):
             results.append(self._update(*self.trainer.datamodule.train_batch(step, self.device, self.global_rank)))
-        if len(results) == 1:
+        if updates == 1:
             return results[0]
+        self._count_as_batches(updates - 1)
         return {**results[-1], "loss": torch.stack([result["loss"] for result in results])}
+
+    def _count_as_batches(self, extra: int) -> None:
+        """Lightning schedules logging and validation by batches: count each extra update of a step as a
+        batch, so that those schedules, and the counters saved in checkpoints, stay in updates."""
+        loop = self.trainer.fit_loop.epoch_loop
+        for counter in (loop.batch_progress.total, loop.batch_progress.current):
+            counter.ready += extra
+            counter.started += extra
+            counter.processed += extra
+            counter.completed += extra
+        loop._batches_that_stepped += extra
 
     def _update(self, x_true: torch.Tensor, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
         """One update by the rule, logged on log steps."""
         result = self.rule.training_step(self, y_target)
         # Only on the steps the loggers write (every log_every_n_steps): each self.log copies a value to
         # the device, which on a GPU would block the step.
-        if self.global_step % self.log_every_n_updates == 0:
+        if self.global_step % self.trainer.log_every_n_steps == 0:
             metrics = self.problem.metrics(result["x"], x_true, result["y"], y_target)
             self.log("step", float(self.global_step))  # x-axis of every logger: updates done so far
             self.log("train/objective", result["loss"])  # what the rule minimises (its own quantity)

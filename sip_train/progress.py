@@ -7,6 +7,7 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 
 from sip_train.callbacks import StepTimer
 
@@ -20,7 +21,7 @@ def step_metrics(trainer: Trainer, primary_metric: str) -> dict[str, str]:
         shown[f"val {primary_metric}"] = f"{float(trainer.callback_metrics[f'val/{primary_metric}']):.4g}"
     times = [ms for callback in trainer.callbacks if isinstance(callback, StepTimer) for ms in callback.step_times_ms]
     if times:
-        shown["step"] = f"{times[-1]:.0f} ms"
+        shown["step time"] = f"{times[-1]:.0f} ms"
     return shown
 
 
@@ -40,10 +41,13 @@ class StepProgressBar(TQDMProgressBar):
         return step_metrics(trainer, _primary_metric(pl_module))
 
     def on_train_epoch_start(self, trainer: Trainer, *_) -> None:
-        super().on_train_epoch_start(trainer)
-        self.train_progress_bar.reset(self.total_train_batches)
-        self.train_progress_bar.n = trainer.global_step
-        self.train_progress_bar.set_description("steps")
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        bar = self.train_progress_bar  # (not tqdm's reset: it would show 0 steps done once, even after a resume)
+        bar.total = convert_inf(self.total_train_batches)
+        bar.n = bar.last_print_n = bar.initial = trainer.global_step
+        bar.start_t = bar.last_print_t = bar._time()
+        bar.set_description("steps")
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         done = trainer.global_step

@@ -48,7 +48,7 @@ def log_scale_if_positive(ax: Axes, values: pd.Series | Sequence[float], axis: s
         return
     getattr(ax, f"set_{axis}scale")("log")
     span = values.max() / values.min()
-    subs = (1.0,) if span > 1e4 else (1.0, 2.0, 5.0) if span > 10 else tuple(range(1, 10))
+    subs = (1.0,) if span > 1e4 else (1.0, 2.0, 5.0) if span > 7 else tuple(range(1, 10))
     target = ax.yaxis if axis == "y" else ax.xaxis
     target.set_major_locator(LogLocator(base=10, subs=subs))
     target.set_major_formatter(PLAIN)

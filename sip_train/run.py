@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sip_train import console, exit_codes
-from sip_train.callbacks import DivergedError, DivergenceGuard, Preemption, RunRecord, StepTimer
+from sip_train.callbacks import BufferAverage, DivergedError, DivergenceGuard, Preemption, RunRecord, StepTimer
 from sip_train.checkpoints import (LAST, check_same_run, checkpoint_dir, read_checkpoint, resolve_resume,
                                    run_identity, truncate_metrics)
 from sip_train.loggers import describe_run, finish_wandb
@@ -156,6 +156,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                             enable_version_counter=False),
             guard,
             preemption,
+            BufferAverage(),
             *([progress_callback()] if cfg.trainer.get("enable_progress_bar", True) else []),
         ]
         trainer: Trainer = instantiate(_trainer_options(cfg), default_root_dir=str(run_dir), logger=False,

@@ -116,13 +116,48 @@ def test_jvp_double_vjp_and_dense_jacobians_match_finite_differences(name):
         torch.testing.assert_close(dense, finite.flatten(1), rtol=1e-5, atol=1e-6 * finite.abs().max().item())
 
 
-def test_poisson_cg_solver_has_no_forward_mode_so_the_double_vjp_is_chosen():
-    problem = Poisson(resolution=8, solver="cg")
-    x, y_target = _sample(problem)
+class OnceDifferentiableExp(Exp):
+    """A simulator whose backward pass is not differentiable again (no double vjp), but has forward mode."""
+
+    def simulate(self, x: torch.Tensor) -> torch.Tensor:
+        return _OnceExp.apply(x)
+
+
+class _OnceExp(torch.autograd.Function):
+    @staticmethod
+    def forward(x):
+        return torch.exp(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        return grad * ctx.saved_tensors[0]
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        return tangent * ctx.saved_tensors[0]
+
+
+def test_auto_jacobian_mode_takes_the_double_vjp_where_it_works_and_forward_mode_otherwise():
+    poisson_cg = Poisson(resolution=8, solver="cg")  # a custom autograd Function without forward mode
+    assert not supports_forward_mode(poisson_cg, _sample(poisson_cg)[0])
     solver = GaussNewton()
-    solver.check(problem)
+    solver.check(poisson_cg)
     assert solver._forward_mode is False
-    assert supports_forward_mode(Poisson(resolution=8), x)
+    once = OnceDifferentiableExp()
+    x = torch.tensor([[-1.0], [-2.0]], dtype=F64)
+    y_target = torch.exp(x + 0.2)
+    with pytest.raises(RuntimeError):  # no double vjp through this simulator
+        Linearization(once, x, y_target, forward_mode=False).jvp(torch.ones_like(x))
+    solver = GaussNewton(damping=0.0)
+    _, dx = solver.simulate_and_update(once, x, y_target)
+    assert solver._forward_mode is True
+    torch.testing.assert_close(dx, (y_target - torch.exp(x)) / torch.exp(x))
 
 
 # --- batched CG -------------------------------------------------------------------------------

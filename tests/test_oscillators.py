@@ -36,7 +36,8 @@ def test_a_free_single_oscillator_follows_the_analytic_harmonic_solution():
     exact_q = 0.7 * torch.cos(t) - 0.2 * torch.sin(t)
     exact_p = -0.7 * torch.sin(t) - 0.2 * torch.cos(t)
     error = (states - torch.stack([exact_q, exact_p], -1)).abs().max().item()
-    assert 1e-7 < error < 1e-5  # RK4's global error at dt = 1/8 over 12 time units: ~ t dt^4 / 120
+    phase_error = math.hypot(0.7, 0.2) * 12.0 * 0.125**4 / 120  # RK4 loses dt^5 / 120 of phase per step
+    assert 0.5 * phase_error < error < 2 * phase_error
 
 
 def reference_final_state(initial: np.ndarray, controls: np.ndarray, dt: float) -> np.ndarray:
@@ -67,16 +68,19 @@ def test_the_final_state_has_the_gradient_of_finite_differences():
     generator = torch.Generator().manual_seed(1)
     initial = torch.rand(2, 4, generator=generator, dtype=torch.float64)
     control = (0.3 * torch.randn(2, 96, generator=generator, dtype=torch.float64)).requires_grad_()
-    x = problem.prepare_prediction(control, initial)
-    assert torch.autograd.gradcheck(lambda c: problem.simulate(problem.prepare_prediction(c, initial)), (control,))
-    assert x.shape == (2, 100)
+    initial.requires_grad_()
+    # fast mode: finite differences along random directions of the control and the initial state
+    assert torch.autograd.gradcheck(lambda c, x0: problem.simulate(problem.prepare_prediction(c, x0)),
+                                    (control, initial), fast_mode=True)
 
 
 def test_the_problem_steers_back_to_the_observed_initial_state():
     problem = instantiate(compose_config(["problem=oscillators"]).problem)
     x_true, y_target = problem.sample(256, torch.Generator().manual_seed(0))
     assert problem.x_shape == (96,) and problem.y_shape == (4,) and problem.primary_metric == "y_l2"
-    assert torch.equal(x_true, y_target) and 0 <= y_target.min() and y_target.max() < 1
+    assert 0 <= y_target.min() and y_target.max() < 1
+    assert torch.equal(x_true[:, 96:], y_target) and not x_true[:, :96].any()  # (uncontrolled reference, x0)
+    assert problem.unknown_mask(x_true).tolist() == [[True] * 96 + [False] * 4]
     assert y_target.mean().item() == pytest.approx(0.5, abs=0.05)
     control = torch.zeros(256, 96)
     x = problem.prepare_prediction(control, y_target)

@@ -1,10 +1,18 @@
-"""What the performance work (issue 15) must not change: the CG solve without host reads per iteration."""
+"""What the performance work (issue 15) must not change: the CG solve without host reads per iteration,
+and training with several updates per Lightning step."""
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
+import pytest
 import torch
 
+from conftest import TINY
+from sip_train.config import compose_config
 from sip_train.physics import poisson
 from sip_train.physics.noise import smooth_noise
+from sip_train.run import ConfigError, train
 
 
 def _fields(n: int, seed: int = 0) -> torch.Tensor:
@@ -35,3 +43,50 @@ def test_cg_stops_once_all_examples_have_converged():
     b = -x
     alpha = (b * b).sum((1, 2), keepdim=True) / (b * -poisson.laplace(b)).sum((1, 2), keepdim=True)
     torch.testing.assert_close(one_step, alpha * b, rtol=1e-12, atol=0)
+
+
+# --- several updates per Lightning step -----------------------------------------------------------
+
+SCHEDULE = ["problem=exp", "optimizer=sip", "figure_examples=0", "trainer.log_every_n_steps=4",
+            "trainer.val_check_interval=6", "divergence_check_every=3"]
+
+
+def _train(run_dir: Path, *overrides: str) -> tuple[list[dict], dict[str, torch.Tensor], dict]:
+    """Train a tiny run; its metrics rows (less timings), final weights and summary."""
+    summary = train(compose_config([*TINY, *SCHEDULE, *overrides], run_dir))
+    with (run_dir / "metrics.csv").open() as file:
+        rows = [{k: v for k, v in row.items() if not k.startswith("time/")} for row in csv.DictReader(file)]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    return rows, state, summary
+
+
+@pytest.fixture(scope="module")
+def one_update_per_step(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("k1"), "trainer.max_steps=13", "updates_per_step=1")
+
+
+def _same(a: tuple, b: tuple) -> None:
+    assert a[0] == b[0]  # every metric row: same steps, same values
+    assert a[1].keys() == b[1].keys() and all(torch.equal(a[1][name], b[1][name]) for name in a[1])
+    assert a[2]["status"] == b[2]["status"] == "completed" and a[2]["steps"] == b[2]["steps"] == 13
+
+
+def test_several_updates_per_step_change_nothing(one_update_per_step, tmp_path):
+    """5 updates per Lightning step (cut at log steps 4, 8, 12, validations 6, 12 and max_steps 13): the same
+    batches, weights, logged rows and validations as one update per step, to the bit."""
+    rows = one_update_per_step[0]
+    assert [row["step"] for row in rows if row.get("train/objective")] == ["4", "8", "12"]
+    assert [row["step"] for row in rows if row.get("val/x_l1")] == ["0", "6", "12", "13"]
+    _same(_train(tmp_path, "trainer.max_steps=13", "updates_per_step=5"), one_update_per_step)
+
+
+def test_several_updates_per_step_resume_in_between(one_update_per_step, tmp_path):
+    """Stopped at step 7 and continued to 13, 5 updates per step still give the one-update run."""
+    assert _train(tmp_path, "trainer.max_steps=7", "updates_per_step=5")[2]["steps"] == 7
+    _same(_train(tmp_path, "trainer.max_steps=13", "updates_per_step=5"), one_update_per_step)
+
+
+def test_updates_per_step_must_be_positive(tmp_path):
+    summary_error = pytest.raises(ConfigError, match="updates_per_step=0 is invalid: must be a positive integer")
+    with summary_error:
+        train(compose_config([*TINY, "problem=exp", "updates_per_step=0"], tmp_path))

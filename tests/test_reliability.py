@@ -98,19 +98,6 @@ def test_a_configuration_error_is_one_line_once_with_its_own_exit_code(tmp_path)
     assert read_summary(tmp_path)["status"] == "failed: problem.resolution='abc' is invalid: must be an integer"
 
 
-def test_two_process_cpu_ddp_run_completes_with_one_summary(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=csv",
-         "trainer.max_steps=4", "trainer.val_check_interval=2", "problem.resolution=16", "network.levels=2",
-         "data.batch_size=4", "data.val_size=8", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert list(tmp_path.glob("summary*.json")) == [tmp_path / "summary.json"]
-    summary = read_summary(tmp_path)
-    assert summary["status"] == "completed" and summary["steps"] == 4
-    assert result.stderr.count("GLOBAL_RANK") == 2
-
-
 def test_ranks_draw_distinct_training_samples_and_share_the_validation_set():
     data = SyntheticData(Poisson(resolution=8), batch_size=4, val_size=4, seed=0)
     rank0, rank1 = data.train_batch(3, torch.device("cpu"), 0), data.train_batch(3, torch.device("cpu"), 1)

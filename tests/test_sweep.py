@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import MissingConfigException
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 import sweep as sweep_cli
@@ -161,16 +162,14 @@ def test_sweep_py_runs_train_py_in_parallel_jobs_and_a_rerun_skips_them(tmp_path
     for job in ("optimizer=adam", "optimizer=sip"):
         assert "threads=1" in OmegaConf.load(tmp_path / "out" / job / ".hydra" / "overrides.yaml")
     finished = summary_times(tmp_path / "out")
+    multirun(monkeypatch, *arguments)  # the same command again: nothing left to run
+    assert "2 finished before, 0 to run" in capfd.readouterr().out
+    assert summary_times(tmp_path / "out") == finished
     (tmp_path / "out" / "results.md").unlink()
-    sweep_cli.main([*arguments, "hydra/launcher=joblib_1thread"])
-    printed = capfd.readouterr()
-    assert "2 finished before, 0 to run" in printed.out + printed.err and "| sip | completed | 0 | 4 |" in printed.out
-    assert summary_times(tmp_path / "out") == finished and (tmp_path / "out" / "results.md").is_file()
     sweep_cli.main([*arguments, "--report-only"])
-    assert "| sip | completed | 0 | 4 |" in capfd.readouterr().out
+    assert "| sip | completed | 0 | 4 |" in capfd.readouterr().out and (tmp_path / "out" / "results.md").is_file()
     multirun(monkeypatch, *arguments, "hydra.sweeper.dry_run=true")  # what sweep.py --list runs
     assert capfd.readouterr().out.count("completed  optimizer=") == 2
-    assert summary_times(tmp_path / "out") == finished
 
 
 def test_the_command_line_shrinks_a_named_sweep_for_a_smoke_test():
@@ -265,7 +264,9 @@ def _figure_jobs():
     steps = np.arange(0, 101, 10)
     curves = pd.concat([pd.DataFrame({"job": job.name, "curve": "val/x_l1", "step": steps, "time_s": steps * 0.1,
                                       "value": 400.0 * np.exp(-steps / (30 + 10 * i))}) for i, job in enumerate(jobs)])
-    return Sweep(name="heat_lr_batch", grid={"optimizer": ["sip", "adam"], "data.batch_size": [4, 32, 128]}), jobs, results, curves
+    sweep = Sweep(name="heat_lr_batch", grid={"optimizer": ["sip", "adam"], "data.batch_size": [4, 32, 128]},
+                  curves=["val/x_l1"])
+    return sweep, jobs, results, curves
 
 
 def _boxes_overlap(a, b):
@@ -298,7 +299,9 @@ def test_learning_curve_figures_are_titled_with_log_axes_labelled_once_and_legen
             shown = [label for label in ax.get_yticklabels() + ax.get_yticklabels(minor=True)
                      if label.get_text() and low <= label.get_position()[1] <= high]
             texts = [label.get_text() for label in shown]
-            assert len(texts) == len(set(texts)) >= 2
+            assert len(texts) == len(set(texts))
+            if ax.get_subplotspec().is_first_col():  # panels sharing its y axis show no labels of their own
+                assert len(texts) >= 2
         plt.close(fig)
 
 
@@ -315,7 +318,7 @@ def composed(*overrides):
 @pytest.mark.parametrize("name", options("sweep"))
 def test_every_sweep_file_expands_into_jobs_that_compose(name):
     cfg = composed(f"sweep={name}")
-    assert cfg.hydra.mode == "MULTIRUN" and cfg.hydra.sweeper._target_.endswith("SipSweeper")
+    assert cfg.hydra.mode == RunMode.MULTIRUN and cfg.hydra.sweeper._target_.endswith("SipSweeper")
     sweep = Sweep.from_spec(name, cfg.sweep, cfg.hydra.runtime.choices.experiment)
     jobs = expand(sweep)
     assert len({job.name for job in jobs}) == len(jobs) > 1

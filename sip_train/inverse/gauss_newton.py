@@ -5,7 +5,7 @@ import torch
 
 from sip_train.inverse.base import InverseSolver, positive_float, positive_int
 from sip_train.inverse.cg import batch_dot, per_example, conjugate_gradient
-from sip_train.inverse.linearization import JACOBIAN_MODES, Linearization, supports_forward_mode
+from sip_train.inverse.linearization import JACOBIAN_MODES, Linearization, prefers_forward_mode
 from sip_train.problems.base import InverseProblem
 
 
@@ -27,7 +27,8 @@ class GaussNewton(InverseSolver):
         rel_tol: CG stops an example at ||residual|| <= rel_tol ||J^T g||.
         dense_max_unknowns: use the dense path up to this many unknowns per example.
         jacobian: how J v is computed: "forward" (torch.func.jvp), "reverse" (double vjp) or
-            "auto" (forward mode where the simulator supports it, detected once).
+            "auto" (the double vjp where simulate's backward is differentiable, else forward mode;
+            detected once).
         check_every: CG iterations between host reads of the convergence flags.
     """
 
@@ -55,23 +56,23 @@ class GaussNewton(InverseSolver):
         super().check(problem)
         x, y_target = problem.sample(2, torch.Generator().manual_seed(0))
         try:
-            Linearization(problem, x, y_target, self.forward_mode(problem, x)).jvp(torch.ones_like(x))
+            Linearization(problem, x, y_target, self.forward_mode(problem, x, y_target)).jvp(torch.ones_like(x))
         except RuntimeError as error:
             raise ValueError(
                 f"inverse={self.name} needs Jacobian-vector products of problem {type(problem).__name__}'s simulate() "
                 f"({str(error).strip().splitlines()[0]}); use inverse=lbfgs or inverse=gradient_descent"
             ) from None
 
-    def forward_mode(self, problem: InverseProblem, x: torch.Tensor) -> bool:
+    def forward_mode(self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor) -> bool:
         """Whether J v uses forward mode; decided at the first call in "auto" mode."""
         if self._forward_mode is None:
-            self._forward_mode = supports_forward_mode(problem, x[:1])
+            self._forward_mode = prefers_forward_mode(problem, x[:1], y_target[:1])
         return self._forward_mode
 
     def simulate_and_update(
         self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        forward_mode = self.forward_mode(problem, x)
+        forward_mode = self.forward_mode(problem, x, y_target)
         damping = torch.full((len(x),), self.damping, dtype=x.dtype, device=x.device)
         estimate, y = x.detach(), None
         for _ in range(self.outer_iterations):

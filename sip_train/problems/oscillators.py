@@ -5,8 +5,10 @@ The network sees the initial state x0 (which is also the target, y* = x0) and pr
 sequence c (Nt,). The physics needs x0 as well, so the solution estimate the framework passes around
 is x = (c, x0), (B, Nt + 2N): `prepare_prediction` appends the observed x0 to the predicted control,
 as the fluid problem appends its observed marker. y = P(x) = the state after Nt RK4 steps.
-There is no ground-truth control (many controls return the state), so the problem has no x_l1:
-`sample` returns x0 as x_true (the known part of x) and runs are ranked by y_l2.
+There is no ground-truth control (many controls return the state), so the problem has no x_l1 and
+runs are ranked by y_l2. `sample` still returns a complete state as x_true, (c = 0, x0): the observed x0
+with the uncontrolled reference c = 0, a valid input of P for generic code (inverse solvers' checks),
+never compared with a prediction.
 """
 from __future__ import annotations
 
@@ -46,13 +48,19 @@ class Oscillators(InverseProblem):
         self.y_shape = (2 * oscillators,)
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """x_true = y* = x0 ~ U[0, 1)^(2N), each (n, 2N)."""
+        """x_true = (c = 0, x0), (n, Nt + 2N), and y* = x0 ~ U[0, 1)^(2N), (n, 2N)."""
         initial_state = oscillators.sample(n, generator, self.oscillators)
-        return initial_state, initial_state.clone()
+        return self.prepare_prediction(initial_state.new_zeros(n, self.steps), initial_state), initial_state
 
     def prepare_prediction(self, x: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
         """The predicted control (B, Nt) completed with the observed x0 to x = (c, x0), (B, Nt + 2N)."""
         return torch.cat([x, y_target.to(x.dtype)], dim=-1)
+
+    def unknown_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """The control is predicted, x0 is observed."""
+        mask = torch.zeros((1, *x.shape[1:]), dtype=torch.bool, device=x.device)
+        mask[:, : self.steps] = True
+        return mask
 
     def simulate(self, x: torch.Tensor) -> torch.Tensor:
         return oscillators.final_state(x[:, self.steps :], x[:, : self.steps], self.dt)

@@ -49,7 +49,6 @@ def _draw(ax: Axes, curves: pd.DataFrame, jobs: Sequence[Job], x: str, labels: d
         for curve, points in curves[curves["job"] == job.name].groupby("curve", sort=False):
             ax.plot(points[x], points["value"].rolling(smooth, min_periods=1).mean(), styles[curve],
                     color=colours[label], lw=1.2, label=label if len(styles) == 1 else f"{label} ({curve})")
-    log_scale_if_positive(ax, curves["value"])
     ax.grid(alpha=0.3)
 
 
@@ -63,6 +62,7 @@ def learning_curves(curves: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep) -> 
         for col, x in enumerate(X_AXES):
             ax = axes[row, col]
             _draw(ax, curves[curves["curve"] == curve], jobs, x, labels, colours, sweep.smooth)
+            log_scale_if_positive(ax, curves.loc[curves["curve"] == curve, "value"])
             ax.set_xlabel(X_AXES[x])
             ax.set_ylabel(curve)
     legend_outside(fig, axes.flat, loc="outside lower center")
@@ -100,6 +100,8 @@ def curve_grid(curves: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep, rows: st
                 ax.set_xlabel(X_AXES[x])
             if j == 0:
                 ax.set_ylabel(", ".join(sweep.curves))
+    for ax in axes.flat:  # one y scale for the panels that share it
+        log_scale_if_positive(ax, curves.loc[curves["curve"].isin(sweep.curves), "value"])
     legend_outside(fig, axes.flat, loc="outside lower center")
     fig.suptitle(f"sweep {sweep.name}: {', '.join(sweep.curves)} per {_short(rows)} and {_short(cols)}")
     return fig
