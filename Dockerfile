@@ -1,18 +1,19 @@
-# GPU image of sip-train.
+# GPU image of sip-train: a plain Python base and PyPI's default torch wheel, which brings its own CUDA
+# libraries (so no CUDA base image can disagree with it); the host's NVIDIA driver comes in with --gpus.
 #   docker build -t sip-train .
-#   docker run --gpus all -e WANDB_API_KEY sip-train python train.py problem=heat optimizer=sip trainer=gpu
-# PyPI's torch wheels bring their own CUDA libraries; the CUDA base image supplies the rest of the runtime.
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+#   docker run --gpus all -v $PWD/outputs:/app/outputs -e WANDB_API_KEY sip-train problem=heat optimizer=sip
+# Arguments are train.py overrides; runs train on the GPU (trainer=gpu) and stop with one line if there is none.
+# Sweeps: docker run --gpus all -v $PWD/multirun:/app/multirun --entrypoint python sip-train sweep.py sweep=heat_methods
+# Another CUDA build of torch: docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .
+FROM python:3.11-slim
 
-ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
-    && rm -rf /var/lib/apt/lists/*
+ARG TORCH_INDEX_URL=""
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
 COPY requirements.txt .
-RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install -r requirements.txt
-ENV PATH=/opt/venv/bin:$PATH
+RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install "$(grep '^torch==' requirements.txt)" --index-url "$TORCH_INDEX_URL"; fi \
+    && pip install -r requirements.txt
 
 COPY . .
-CMD ["python", "train.py"]
+ENTRYPOINT ["python", "train.py", "trainer=gpu"]

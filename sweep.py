@@ -31,7 +31,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                                                      "folder's sweep/) and Hydra overrides")
     parser.add_argument("--report-only", action="store_true", help="aggregate the sweep directory, run nothing")
     parser.add_argument("--list", action="store_true", help="list the jobs and which are completed, run nothing")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     names = [item.split("=", 1)[1] for item in args.overrides if override_key(item) == "sweep"]
     if len(names) != 1:
         parser.error("name the sweep once: sweep=NAME (a file in conf/sweep/)")

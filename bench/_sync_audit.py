@@ -30,6 +30,8 @@ TORCH_DIR = Path(torch.__file__).resolve().parent
 HOST_STATE = (TORCH_DIR / "optim", TORCH_DIR / "utils" / "data")
 SITE_PACKAGES = TORCH_DIR.parent
 OURS = REPO / "sip_train"
+#: functions of ours that read host tensors on a GPU too (the CG's convergence flags, copied to pinned memory).
+HOST_STATE_FUNCTIONS = {(OURS / "physics" / "poisson.py", "seen")}
 
 
 class SyncRecorder:
@@ -42,7 +44,9 @@ class SyncRecorder:
 
     def record(self, operation: str, stack: traceback.StackSummary) -> None:
         files = [Path(frame.filename).resolve() for frame in stack]
-        if self.skip_host_state and any(folder in path.parents for path in files for folder in HOST_STATE):
+        # the innermost caller only: rules run their whole step inside torch.optim's step(closure)
+        if self.skip_host_state and (any(folder in files[-1].parents for folder in HOST_STATE)
+                                     or (files[-1], stack[-1].name) in HOST_STATE_FUNCTIONS):
             return
         outside_torch = [(frame, path) for frame, path in zip(stack, files)
                          if TORCH_DIR not in path.parents and path.name != "warnings.py"]
@@ -207,3 +211,77 @@ def audit_table(audits: dict[tuple[str, str], dict[str, Counter]]) -> str:
     if not rows:
         return "No synchronising call found."
     return markdown_table(["phase", "calls per step", "operation", "call site", "reached from", "runs"], rows)
+
+
+class SyncFreeSteps(StepTimer):
+    """The run's StepTimer, which forbids host-device synchronisation around every training step after
+    `warmup` that neither logs nor checks for divergence: `torch.cuda.set_sync_debug_mode("error")` on a GPU
+    (a synchronising call raises, and the run fails with its stack), the CPU stand-in otherwise."""
+
+    def __init__(self, warmup: int, check_every: int) -> None:
+        super().__init__()
+        self.warmup, self.check_every = warmup, check_every
+        self.checked_steps = 0
+        self._forbidden: contextlib.AbstractContextManager | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        step = trainer.global_step
+        end = step + (pl_module.updates_from(step) if hasattr(pl_module, "updates_from") else 1)
+        quiet = all(end // every == step // every for every in (trainer.log_every_n_steps, self.check_every))
+        if step >= self.warmup and quiet:
+            self._forbidden = forbid_syncs(pl_module.device)
+            self._forbidden.__enter__()
+            self.checked_steps += end - step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._allow()  # this callback comes first: before the divergence check reads the device
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._allow()
+
+    def _allow(self) -> None:
+        if self._forbidden is not None:
+            self._forbidden.__exit__(None, None, None)
+            self._forbidden = None
+
+
+class _Forbidden(SyncRecorder):
+    """A recorder that fails at the first synchronising call."""
+
+    def record(self, operation: str, stack: traceback.StackSummary) -> None:
+        super().record(operation, stack)
+        if self.calls:
+            (_, operation, site, via), _ = self.calls.popitem()
+            raise RuntimeError(f"host-device synchronisation in a training step: {operation} at {site} via {via}")
+
+
+@contextlib.contextmanager
+def forbid_syncs(device: torch.device):
+    """Raise at any host-device synchronisation inside: CUDA's sync debug mode "error", or the CPU stand-in."""
+    if device.type != "cuda":
+        with HostReadAudit(_Forbidden(skip_host_state=True)):
+            yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def assert_sync_free(problem: str, rule: str, resolution: int | None, batch: int | None, args: argparse.Namespace,
+                     steps: int = 40, *extra: str) -> int:
+    """Train `steps` steps of one (problem, rule) with synchronisation forbidden around every step that neither
+    logs nor checks for divergence (after 2 warm-up steps); returns how many steps were checked, or raises
+    with the run's status (which names the synchronising call)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        cfg = run_config(problem, rule, resolution, batch, steps, Path(scratch), args,
+                         f"trainer.val_check_interval={steps}", "trainer.log_every_n_steps=10",
+                         "divergence_check_every=10", *extra)
+        timer = SyncFreeSteps(warmup=2, check_every=10)
+        with replaced_step_timer(timer):
+            summary = sip_train.run.train(cfg)
+    if summary["status"] != "completed" or timer.checked_steps == 0:
+        raise RuntimeError(f"{problem}/{rule}: {summary['status']} ({timer.checked_steps} steps checked)")
+    return timer.checked_steps

@@ -7,6 +7,9 @@ Needs a CUDA GPU (exits with an error otherwise); one command, within about 8 mi
 Phases, most important first, each written to the `gpu_benchmark` section as soon as it ends; a phase that
 would overrun --budget-s is skipped and said so:
 
+0. no synchronisation: every problem x rule (poisson also with the paper's CG) trains 30 steps with
+   `torch.cuda.set_sync_debug_mode("error")` around each step that neither logs nor checks for divergence;
+   the script exits with an error if one synchronised (bench/_sync_audit.py `assert_sync_free`);
 1. synchronisation audit at the paper's sizes, `torch.cuda.set_sync_debug_mode("warn")` around the
    training steps of a Lightning run (26 steps: 2 log steps, 3 divergence checks, 1 validation) and of
    the bare loop, every warning counted with the line that raised it (bench/overhead.py);
@@ -95,7 +98,8 @@ def main() -> None:
     torch.backends.cudnn.benchmark = False  # the framework's default; same kernels for both loops
     _loops.quiet()
     problems, missing = _loops.available_problems(args.problems)
-    results: dict[str, dict] = {"audit": {}, "training": {}, "variants": {}, "small": {}, "compile": {}}
+    results: dict[str, dict] = {"sync_free": {}, "audit": {}, "training": {}, "variants": {}, "small": {},
+                                "compile": {}}
     skipped: list[str] = [f"{p} (no config)" for p in missing]
 
     def report() -> None:
@@ -103,6 +107,19 @@ def main() -> None:
         if args.write is not None:
             write_section(args.write, "gpu_benchmark", text)
         print(text, flush=True)
+
+    for problem in _loops.all_problems():
+        resolution, batch = overhead.sizes(problem, args)
+        solvers = [[], ["problem.solver=cg"]] if problem == "poisson" else [[]]  # cg: the paper's solver
+        for rule in _loops.trainable_rules(problem, overhead.RULES):
+            for extra in solvers:
+                name = " ".join([f"{problem}/{rule}", *extra])
+                try:
+                    checked = _sync_audit.assert_sync_free(problem, rule, resolution, batch, args, 30, *extra)
+                    results["sync_free"][name] = f"✓ {checked} steps"
+                except RuntimeError as error:
+                    results["sync_free"][name] = f"✗ {error}"
+    report()
 
     for problem in problems:
         resolution, batch = overhead.sizes(problem, args)
@@ -157,6 +174,8 @@ def main() -> None:
                     problem, rule, resolution, batch, timing)
                 report()
     report()
+    if any(verdict.startswith("✗") for verdict in results["sync_free"].values()):
+        sys.exit("error: a training step synchronised host and device (see the table above)")
 
 
 def section(args: argparse.Namespace, problems: list[str], results: dict, skipped: list[str]) -> str:
@@ -175,6 +194,13 @@ def section(args: argparse.Namespace, problems: list[str], results: dict, skippe
         + (f" Skipped: {'; '.join(skipped)}." if skipped else ""),
         "",
     ]
+    if results["sync_free"]:
+        lines += ["### Training steps with synchronisation forbidden", "",
+                  "`torch.cuda.set_sync_debug_mode(\"error\")` around every training step after two warm-up steps "
+                  "that neither logs nor checks for divergence (30 steps, every problem and rule, poisson with "
+                  "its spectral solver and with the paper's CG).", "",
+                  markdown_table(["run", "result"], [[name, verdict] for name, verdict in results["sync_free"].items()]),
+                  ""]
     if results["audit"]:
         lines += ["### Host-device synchronisations (sync debug mode)", "",
                   audit_verdict(results["audit"], args.device), "", _sync_audit.audit_table(results["audit"]), ""]

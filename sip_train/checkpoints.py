@@ -53,7 +53,7 @@ def read_checkpoint(path: Path) -> dict:
 #: Top-level config keys that only extend or observe a run (how long, how often, where to, what is shown);
 #: every other key is part of the run's identity. paper_lr is a lookup table: what it selects is optimizer.lr.
 NOT_IDENTITY = ("trainer", "logger", "run_dir", "resume", "ckpt_path", "threads", "figure_examples", "compile",
-                "deterministic", "divergence_check_every", "validate_at_start", "network_defaults", "paper_lr", "sweep")
+                "divergence_check_every", "validate_at_start", "network_defaults", "paper_lr", "sweep")
 IDENTITY_KEY = "run_identity"
 
 

@@ -14,8 +14,10 @@ HARMLESS_WARNINGS = [
     # A resumed run writes into its own checkpoint directory on purpose.
     (r"Checkpoint directory .* exists and is not empty", UserWarning),
 ]
-#: Lightning info lines that the run's own lines replace (the banner names the device) or that advertise.
-HARMLESS_INFO = re.compile(r"litlogger|^GPU available: |^TPU available: |^`Trainer\.fit` stopped: `max_steps=")
+#: Lightning info lines that the run's own lines replace (the banner names the device, "continuing from"
+#: the checkpoint, the closing line the steps done) or that advertise.
+HARMLESS_INFO = re.compile(r"litlogger|^GPU available: |^TPU available: |^`Trainer\.fit` stopped: `max_steps="
+                           r"|^Restoring states from the checkpoint path at |^Restored all states from the checkpoint")
 #: The loggers Lightning's rank-zero info lines come from.
 LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 

@@ -190,7 +190,8 @@ def figure(table: pd.DataFrame, curves: pd.DataFrame, metric: str = "x_l1") -> p
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     legend_outside(fig, axes)
-    fig.suptitle(f"per-example GD and L-BFGS-B against trained networks: mean {metric} over the validation examples")
+    against = " against trained networks" if len(networks) else ""
+    fig.suptitle(f"per-example GD and L-BFGS-B{against}: mean {metric} over the validation examples")
     return fig
 
 

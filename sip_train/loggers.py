@@ -149,8 +149,8 @@ def wandb_logger(
 def wandb_run(loggers: list[Logger]) -> Run | None:
     """The live W&B run among a trainer's loggers (None if W&B is off, disabled or on a DDP worker)."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and isinstance(logger._experiment, Run) and not logger._experiment.disabled:
-            return logger._experiment
+        if isinstance(logger, WandbLogger) and isinstance(logger.experiment, Run) and not logger.experiment.disabled:
+            return logger.experiment
     return None
 
 
@@ -167,8 +167,9 @@ def describe_run(loggers: list[Logger], cfg: DictConfig, primary_metric: str = "
     config = OmegaConf.to_container(cfg, resolve=True)
     if HydraConfig.initialized():
         hydra = HydraConfig.get()
-        config["choices"] = {k: v for k, v in hydra.runtime.choices.items() if isinstance(v, str)}
-        config["overrides"] = list(hydra.overrides.task)
+        config["choices"] = {k: v for k, v in hydra.runtime.choices.items()  # problem, optimizer, experiment, ...
+                             if isinstance(v, str) and not k.startswith("hydra/")}
+        config["overrides"] = list(hydra.overrides.task)  # the command line, swept values included
     run.config.update(config, allow_val_change=True)
     run.define_metric(STEP_METRIC)
     run.define_metric("*", step_metric=STEP_METRIC, step_sync=True)

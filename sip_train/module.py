@@ -197,7 +197,8 @@ class InverseProblemModule(LightningModule):
         and send it to W&B (at the step it shows) if W&B is on."""
         name = self.problem.primary_metric
         error = self.trainer.callback_metrics.get(f"val/{name}")
-        plots.add_title(figure, f"step {self.global_step}" + (f", val {name} = {float(error):.4g}" if error is not None else ""))
+        plots.add_title(figure, f"step {self.global_step}" + (f", val {name} = {float(error):.4g}" if error is not None
+                                                              else ""))
         directory = Path(self.trainer.default_root_dir) / "figures"
         directory.mkdir(parents=True, exist_ok=True)
         figure.savefig(directory / f"val_step{self.global_step:07d}.png", dpi=80)

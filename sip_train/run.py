@@ -181,8 +181,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if is_rank_zero:
             write_summary(run_dir, summary)
         raise ConfigError(str(root_cause(error))) from error
-    device = f"{_accelerator(trainer)} ({_device_name(trainer)})" + (f" x {trainer.world_size}" if trainer.world_size > 1 else "")
-    log.info(console.banner(summary["problem"], summary["optimizer"], summary["network"], device, run_dir))
+    if is_rank_zero:
+        device = f"{_accelerator(trainer)} ({_device_name(trainer)})"
+        device += f" x {trainer.world_size}" if trainer.world_size > 1 else ""
+        log.info(console.banner(summary["problem"], summary["optimizer"], summary["network"], device, run_dir))
     if resume_from is not None:
         log.info("continuing from %s", resume_from)
     try:

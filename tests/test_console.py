@@ -36,10 +36,11 @@ def test_lightning_advertising_and_device_lines_are_dropped_other_info_kept():
         console.silence_known_warnings()
         rank_zero.rank_zero_info("💡 Tip: For seamless cloud logging, try installing [litlogger](https://pypi.org)")
         rank_zero.rank_zero_info("GPU available: False, used: False")
-        rank_zero.rank_zero_info("Restoring states from the checkpoint path at last.ckpt")
+        rank_zero.rank_zero_info("Restored all states from the checkpoint at last.ckpt")
+        rank_zero.rank_zero_info("Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2")
     finally:
         logger.removeHandler(handler)
-    assert lines == ["Restoring states from the checkpoint path at last.ckpt"]
+    assert lines == ["Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2"]
 
 
 def test_off_a_terminal_progress_is_a_line_per_step_interval_and_counts_on_after_a_resume(tiny_config, capsys,

@@ -66,3 +66,6 @@ def test_ddp_inside_a_multirun_is_refused_in_one_line(tmp_path):
     assert summary["status"].startswith("failed: trainer.devices=2 (2 processes) is invalid in a multirun or sweep")
     assert summary["exit_code"] == exit_codes.CONFIG_ERROR
     assert "GLOBAL_RANK: 1" not in result.stdout + result.stderr  # no second rank was launched
+    record("failing sweep job (DDP inside a multirun)", "at start-up of job 0",
+           f"its summary.json: status failed, exit_code {summary['exit_code']}; no rank relaunched the sweep",
+           "that job only")

@@ -21,6 +21,10 @@ TINY_PROBLEM = {
     "wavepacket": ["problem.lbfgsb_max_iter=20"],
     "oscillators": ["problem.steps=16", "data.train_size=16"],
 }
+#: Settings a generic solver needs on a problem: gradient descent's lr is not scale-invariant (curvature of
+#: Poisson's and the sine's losses up to ~1e2 and ~1e4), and the fluid's L1-type loss needs strong GN damping.
+SETTINGS = {("poisson", "gradient_descent"): ["inverse.lr=1e-3"], ("sine", "gradient_descent"): ["inverse.lr=1e-5"],
+            ("fluid", "gauss_newton"): ["inverse.damping=10"]}
 TINY_SOLVER = {"gauss_newton": ["inverse.iterations=5"], "lbfgs": ["inverse.iterations=4"],
                "gradient_descent": ["inverse.iterations=4"]}
 
@@ -28,16 +32,17 @@ TINY_SOLVER = {"gauss_newton": ["inverse.iterations=5"], "lbfgs": ["inverse.iter
 @pytest.mark.parametrize("problem,inverse", list(itertools.product(options("problem"), GENERIC)))
 def test_every_generic_inverse_update_lowers_every_problems_error(problem, inverse):
     """From estimates near the truth (or from a zero control where there is no true x), x + dx is better."""
-    cfg = compose_config([f"problem={problem}", "optimizer=sip", f"inverse={inverse}", *TINY_PROBLEM.get(problem, [])])
+    cfg = compose_config([f"problem={problem}", "optimizer=sip", f"inverse={inverse}", *TINY_PROBLEM.get(problem, []),
+                          *SETTINGS.get((problem, inverse), [])])
     problem_obj, solver = instantiate(cfg.problem), instantiate(cfg.optimizer).inverse
     solver.check(problem_obj)
     generator = torch.Generator().manual_seed(0)
     x_true, y_target = problem_obj.sample(4, generator)
     metric = problem_obj.primary_metric
-    if metric == "x_l1":
+    if metric == "x_l1":  # a smooth error (a per-example offset of 1% of the spread), observable by every problem
         spread = x_true.std(0, keepdim=True).mean()
-        noise = torch.randn(x_true.shape, generator=generator, dtype=x_true.dtype)
-        x = x_true + torch.where(problem_obj.unknown_mask(x_true), 0.05 * spread * noise, 0.0)
+        offset = torch.randn(4, *(1,) * (x_true.dim() - 1), generator=generator, dtype=x_true.dtype)
+        x = x_true + torch.where(problem_obj.unknown_mask(x_true), 0.01 * spread * offset, 0.0)
     else:  # no ground-truth x: start from a zero prediction
         x = problem_obj.prepare_prediction(torch.zeros(4, *problem_obj.x_shape), y_target)
     _, dx = solver.simulate_and_update(problem_obj, x, y_target)

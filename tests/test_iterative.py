@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sip_train.iterative import Recorder, compare, compare_runs, gradient_descent, lbfgsb, main
+from sip_train.iterative import Recorder, compare, compare_runs, figure, gradient_descent, lbfgsb, main
 from sip_train.problems.heat import Heat
 from sip_train.run import train
 
@@ -59,6 +59,20 @@ def test_recorded_curves_start_at_x0_and_the_clock_only_moves_forward(heat_examp
         assert points["x_l1"].iloc[-1] < points["x_l1"].iloc[0]
         assert points["time_s"].is_monotonic_increasing and points["time_s"].iloc[-1] > 0
     assert table.set_index("method").loc["L-BFGS-B", "x_l1"] == pytest.approx(curves["x_l1"].iloc[-1])
+
+
+def test_the_figure_is_titled_and_its_legend_is_outside_both_panels(heat_examples):
+    problem, x_true, y_target = heat_examples
+    table, curves = compare(problem, x_true, y_target, iterations=4, every=2)
+    table = pd.concat([table, pd.DataFrame([{"method": "NN sip", "iterations": None, "x_l1": 10.0, "time_s": 0.01}])])
+    fig = figure(table, curves)
+    fig.canvas.draw()
+    assert "GD and L-BFGS-B against trained networks" in fig.get_suptitle() and len(fig.legends) == 1
+    assert [text.get_text() for text in fig.legends[0].get_texts()] == ["GD", "L-BFGS-B", "NN sip"]
+    legend = fig.legends[0].get_window_extent()
+    for ax in fig.axes:
+        box = ax.get_window_extent()
+        assert legend.x0 >= box.x1 or legend.y0 >= box.y1  # right of or above every panel
 
 
 def test_a_recorder_shares_batched_time_among_its_examples(heat_examples):

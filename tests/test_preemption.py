@@ -1,5 +1,5 @@
 """A job of the shipped submitit launcher, preempted with submitit's signal, is requeued by submitit and
-ends as an uninterrupted run does; a failing job of the same multirun records its exit code."""
+ends as an uninterrupted run does."""
 from __future__ import annotations
 
 import os
@@ -14,7 +14,6 @@ import pytest
 
 from conftest import REPO, compose_config
 from fault_log import record
-from sip_train import exit_codes
 from sip_train.run import train
 from sip_train.summary import read_summary
 
@@ -49,13 +48,11 @@ def test_a_submitit_job_preempted_by_its_signal_is_requeued_and_ends_like_an_uni
     sweep_dir = tmp_path / "sweep"
     process = subprocess.Popen(
         [sys.executable, "train.py", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-         f"hydra.sweep.dir={sweep_dir}", *RUN, "problem.resolution=16,abc"],
+         f"hydra.sweep.dir={sweep_dir}", *RUN, "problem.resolution=16"],
         cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    job, failing_job = sweep_dir / "0", sweep_dir / "1"
+    job = sweep_dir / "0"
     deadline = time.time() + 180
-    # wait for the failing job's process to end, so the one task left is the training job
-    while len(validation_curve(job)) < 2 or not (failing_job / "summary.json").is_file() or \
-            len(tasks := submitit_tasks(sweep_dir)) != 1:
+    while len(validation_curve(job)) < 2 or len(tasks := submitit_tasks(sweep_dir)) != 1:
         assert process.poll() is None and time.time() < deadline, "the job ended before it could be preempted"
         time.sleep(0.05)
     os.kill(tasks[0], signal.SIGUSR2)  # submitit's preemption/timeout signal (SLURM sends it to the task)
@@ -68,7 +65,7 @@ def test_a_submitit_job_preempted_by_its_signal_is_requeued_and_ends_like_an_uni
     assert summary["status"] == "completed" and summary["steps"] == 60 and summary["sessions"] == 2
     assert validation_curve(job) == pytest.approx(validation_curve(reference_dir), rel=1e-4)
     assert summary["x_l1"] == pytest.approx(reference["x_l1"], rel=1e-4)
-    requeued = "".join(path.read_text() for path in (sweep_dir / ".submitit").rglob("*.err"))
+    requeued = "".join(path.read_text() for path in (sweep_dir / ".submitit").rglob("*_log.*"))
     assert "Requeued job" in requeued
     log = (job / "train.log").read_text()
     interrupted_at = int(log.split("interrupted at step ")[1].split(";")[0])
@@ -77,7 +74,3 @@ def test_a_submitit_job_preempted_by_its_signal_is_requeued_and_ends_like_an_uni
            f"checkpoint at step {interrupted_at}, submitit requeued the job, which continued and completed with "
            "the same validation curve", "the step in progress at most")
 
-    failed = read_summary(failing_job)
-    assert failed["exit_code"] == exit_codes.CONFIG_ERROR and failed["status"].startswith("failed: problem.resolution")
-    record("failing sweep job (bad value)", "job 1 of a 2-job multirun",
-           f"its summary.json: status failed, exit_code {failed['exit_code']}; the other job went on", "that job only")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import runpy
-import subprocess
 import sys
 
 import matplotlib.pyplot as plt

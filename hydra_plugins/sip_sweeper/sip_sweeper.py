@@ -20,8 +20,7 @@ from typing import Any, Sequence
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn
-from hydra.errors import HydraException
+from hydra.errors import CompactHydraException
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -50,7 +49,7 @@ def cartesian(arguments: Sequence[str], parser: OverridesParser) -> list[list[st
         key = parsed.get_key_element()
         if parsed.is_sweep_override():
             if not parsed.is_discrete_sweep():
-                raise HydraException(f"the sip sweeper does not support sweep type {parsed.value_type.name}: "
+                raise CompactHydraException(f"the sip sweeper does not support sweep type {parsed.value_type.name}: "
                                      f"{parsed.input_line}")
             choices[key] = [f"{key}={value}" for value in parsed.sweep_string_iterator()]
         else:
@@ -107,14 +106,14 @@ class SipSweeper(Sweeper):
             sweep = Sweep.from_spec(name, config.get("sweep"), config.hydra.runtime.choices.get("experiment"))
             jobs = plan(sweep, [*arguments, *self._threads(arguments)])
         except SweepError as error:
-            raise HydraException(str(error)) from error
+            raise CompactHydraException(str(error)) from error
         given = any(override_key(item) == "hydra.sweep.dir" for item in config.hydra.overrides.hydra)
         sweep_dir = sweep_directory(name, config.hydra.sweep.dir if given else None)
         config.hydra.sweep.dir = str(sweep_dir)  # where the launcher writes (e.g. submitit's .submitit/)
         try:
             finished = {job.name for job in jobs if is_completed(job, sweep_dir)}
         except SweepError as error:
-            raise HydraException(str(error)) from error
+            raise CompactHydraException(str(error)) from error
         pending = [job for job in jobs if job.name not in finished]
         if self.dry_run:
             for job in jobs:

@@ -121,7 +121,8 @@ class Fluid(InverseProblem):
         markers = self.trajectory(states)[1][:, :, 0].cpu().numpy()
         velocity = states[:, VELOCITY].cpu().numpy()
         frames = [round(t / fluid.DURATION * fluid.STEPS) for t in FIGURE_TIMES]
-        titles = ["v0_x (velocity x-component)", "v0_y (velocity y-component)", *(f"marker t={t:g}" for t in FIGURE_TIMES)]
+        titles = ["v0_x (velocity x-component)", "v0_y (velocity y-component)",
+                  *(f"marker t={t:g}" for t in FIGURE_TIMES)]
         fig, axes = plt.subplots(len(states), len(titles), figsize=(2.1 * len(titles), 1.9 * len(states)),
                                  squeeze=False, layout="constrained")
         for row, ax_row in enumerate(axes):
