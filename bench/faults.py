@@ -40,6 +40,7 @@ def main() -> None:
     ])
     write_section(REPO / "RELIABILITY.md", "faults", text)
     print(text)
+    print("\n".join(line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))))
     sys.exit(result.returncode)
 
 

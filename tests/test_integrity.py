@@ -67,8 +67,8 @@ def test_continuing_with_a_result_affecting_change_is_refused_naming_both_values
     assert "hydra.run.dir=" in message and "resume=false" in message
     assert read_summary(run_dir)["exit_code"] == exit_codes.CONFIG_ERROR
     assert checkpoint_step(run_dir) == 6  # the checkpoint is untouched
-    record("changed setting on resume", override, f"refused before training: {message.split(': choose')[0][-80:]}",
-           "nothing")
+    differences = message[message.index("run (") + 5 : message.index("): choose")]
+    record("changed setting on resume", override, f"refused before training, naming {differences}", "nothing")
 
 
 def test_the_checkpoint_holds_the_whole_identity(completed):

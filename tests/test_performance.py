@@ -80,10 +80,17 @@ def test_several_updates_per_step_change_nothing(one_update_per_step, tmp_path):
     _same(_train(tmp_path, "trainer.max_steps=13", "updates_per_step=5"), one_update_per_step)
 
 
-def test_several_updates_per_step_resume_in_between(one_update_per_step, tmp_path):
-    """Stopped at step 7 and continued to 13, 5 updates per step still give the one-update run."""
-    assert _train(tmp_path, "trainer.max_steps=7", "updates_per_step=5")[2]["steps"] == 7
-    _same(_train(tmp_path, "trainer.max_steps=13", "updates_per_step=5"), one_update_per_step)
+def test_resume_in_between(one_update_per_step, tmp_path):
+    """Stopped at step 7 and continued to 13 (with a final validation at 7 in between): 5 updates per step
+    log what one update per step logs, and end at the weights of the uninterrupted run."""
+    resumed = {}
+    for updates in (1, 5):
+        run_dir = tmp_path / str(updates)
+        assert _train(run_dir, "trainer.max_steps=7", f"updates_per_step={updates}")[2]["steps"] == 7
+        resumed[updates] = _train(run_dir, "trainer.max_steps=13", f"updates_per_step={updates}")
+    assert [row["step"] for row in resumed[5][0] if row.get("val/x_l1")] == ["0", "6", "7", "12", "13"]
+    _same(resumed[5], resumed[1])
+    _same(resumed[5], (resumed[5][0], *one_update_per_step[1:]))
 
 
 def test_updates_per_step_must_be_positive(tmp_path):

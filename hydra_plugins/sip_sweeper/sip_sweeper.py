@@ -7,17 +7,16 @@ A named sweep (`sweep=NAME`, a config of the `sweep` group) is expanded with the
 `sip_train.sweep.spec.plan`; each job runs in <sweep dir>/<job name> (sweep dir: multirun/NAME unless
 hydra.sweep.dir is given), jobs that already finished there are skipped, and the plan is saved as
 <sweep dir>/sweep.yaml for `sweep.py`'s report. Every launcher runs the jobs, as with `-m` alone.
-When the launcher config sets hydra.job.env_set.OMP_NUM_THREADS, jobs get `threads=N` too (torch
+Its settings are conf/hydra/sweeper/sip.yaml (a file, so every process that composes a job finds
+them). When the launcher config sets hydra.job.env_set.OMP_NUM_THREADS, jobs get `threads=N` too (torch
 is imported before Hydra sets the variable in a launcher's worker process).
 """
 
 import itertools
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException
@@ -32,15 +31,6 @@ from sip_train.sweep.spec import (Job, Sweep, SweepError, is_completed, override
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class SipSweeperConf:
-    _target_: str = "hydra_plugins.sip_sweeper.sip_sweeper.SipSweeper"
-    dry_run: bool = False  # list the jobs (and, for a named sweep, which are finished); launch none
-
-
-ConfigStore.instance().store(group="hydra/sweeper", name="sip", node=SipSweeperConf, provider="sip_train")
-
-
 def cartesian(arguments: Sequence[str], parser: OverridesParser) -> list[list[str]]:
     """The override lists of a plain multirun: the cartesian product of the comma lists (and
     ranges, globs), the last value of a key given twice winning, as Hydra's basic sweeper does."""
@@ -49,8 +39,8 @@ def cartesian(arguments: Sequence[str], parser: OverridesParser) -> list[list[st
         key = parsed.get_key_element()
         if parsed.is_sweep_override():
             if not parsed.is_discrete_sweep():
-                raise CompactHydraException(f"the sip sweeper does not support sweep type {parsed.value_type.name}: "
-                                     f"{parsed.input_line}")
+                raise CompactHydraException(
+                    f"the sip sweeper does not support sweep type {parsed.value_type.name}: {parsed.input_line}")
             choices[key] = [f"{key}={value}" for value in parsed.sweep_string_iterator()]
         else:
             choices[key] = [f"{key}={parsed.get_value_element_as_str()}"]

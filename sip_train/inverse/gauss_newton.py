@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from sip_train.inverse.base import InverseSolver, positive_float, positive_int
-from sip_train.inverse.cg import batch_dot, per_example, conjugate_gradient
+from sip_train.inverse.cg import batch_dot, conjugate_gradient, per_example
 from sip_train.inverse.linearization import JACOBIAN_MODES, Linearization, prefers_forward_mode
 from sip_train.problems.base import InverseProblem
 
