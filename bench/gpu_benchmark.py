@@ -199,7 +199,7 @@ def section(args: argparse.Namespace, problems: list[str], results: dict, skippe
                   "`torch.cuda.set_sync_debug_mode(\"error\")` around every training step after two warm-up steps "
                   "that neither logs nor checks for divergence (30 steps, every problem and rule, poisson with "
                   "its spectral solver and with the paper's CG).", "",
-                  markdown_table(["run", "result"], [[name, verdict] for name, verdict in results["sync_free"].items()]),
+                  markdown_table(["run", "result"], [list(item) for item in results["sync_free"].items()]),
                   ""]
     if results["audit"]:
         lines += ["### Host-device synchronisations (sync debug mode)", "",

@@ -44,7 +44,8 @@ def section(args: argparse.Namespace, results: dict, missing: list[str]) -> str:
     return "\n".join([
         "## Small problems: train.py step vs a minimal PyTorch loop",
         "",
-        f"CPU, {'process CPU time' if args.clock == 'cpu' else 'wall time'}, paper sizes (each problem's own batch). `train(cfg)`{settings} runs (CSV logger, checkpoint callback, "
+        f"CPU, {'process CPU time' if args.clock == 'cpu' else 'wall time'}, paper sizes (each problem's own "
+        f"batch). `train(cfg)`{settings} runs (CSV logger, checkpoint callback, "
         "divergence guard, logging every 10 steps, no progress bar); every "
         f"{args.block} global steps its timer runs {args.block} steps of the minimal loop and of the bare loop in "
         f"rotating order; {args.blocks} samples each after {args.warmup} warm-up steps. A step is one optimizer "

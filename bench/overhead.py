@@ -59,7 +59,8 @@ def lightning_vs_bare(problem: str, rule: str, resolution: int | None, batch: in
 # --- 2. bare-loop variants --------------------------------------------------------------------
 
 
-def bare_variants(problem: str, resolution: int | None, batch: int | None, args: argparse.Namespace) -> dict[str, list[float]]:
+def bare_variants(problem: str, resolution: int | None, batch: int | None,
+                  args: argparse.Namespace) -> dict[str, list[float]]:
     """Per-step times (ms) of the Adam step, the SIP step, the network's forward + backward pass and
     the parts of a step, interleaved in rotating order, `args.blocks` samples each."""
     device = device_of(args.device)
@@ -163,6 +164,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser, blocks=20, block=1, device="cpu")
     parser.add_argument("--no-audit", action="store_true", help="skip the synchronisation audit")
+    parser.add_argument("--only-audit", action="store_true",
+                        help="run only the synchronisation audit, written to its own `sync_audit` section")
     parser.add_argument("--host-blocks", type=int, default=40,
                         help="samples of the Lightning-vs-bare comparison on the audit grid (0: skip)")
     args = parser.parse_args()
@@ -170,6 +173,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     quiet()
     problems, missing = available_problems(args.problems)
+    if args.only_audit:
+        problems, args.host_blocks = [], 0
 
     overhead, host, variants, audits = {}, {}, {}, {}
     for problem in problems:
@@ -195,10 +200,11 @@ def main() -> None:
                 audits[problem, rule] = audit_configuration(problem, rule, resolution, args.audit_batch, args)
         print(audit_table(audits), flush=True)
 
-    text = section(args, problems, missing, overhead, host, variants, audits)
+    text = audit_section(args, audits) if args.only_audit else section(args, problems, missing, overhead, host,
+                                                                          variants, audits)
     print(text)
     if args.write is not None:
-        write_section(args.write, "overhead", text)
+        write_section(args.write, "sync_audit" if args.only_audit else "overhead", text)
         print(f"wrote section to {args.write}")
 
 
@@ -242,25 +248,38 @@ def section(args: argparse.Namespace, problems: list[str], missing: list[str], o
     lines += ["### SIP step vs Adam step vs the network's own forward + backward", "",
               variants_table(variants) if variants else "not run", ""]
     if audits:
-        lines += [
-            "### Host-device synchronisations",
-            "",
-            f"Grid {args.audit_resolution}², batch {args.audit_batch}, 25 training steps (2 log steps, 3 "
-            "divergence checks), one validation with checkpoint and figure, 10 bare-loop steps per (problem, "
-            "rule). "
-            + ("Recorded with `torch.cuda.set_sync_debug_mode(\"warn\")`."
-               if args.device == "cuda" else
-               "CPU stand-in for `torch.cuda.set_sync_debug_mode`: a TorchFunctionMode records host reads "
-               "of tensor values, value-dependent shapes and `torch.tensor(<host data>, device=...)` (not "
-               "`.to(device)` of host tensors; reads of torch.optim's step counters and the data loader's "
-               "seeds, host tensors on a GPU too, excluded). 'Calls per step' are per training step, per "
-               "validation, or per bare-loop step."),
-            "",
-            audit_table(audits),
-            "",
-        ]
+        lines += audit_lines(args, audits)
     lines += provenance("bench/overhead.py")
     return "\n".join(lines)
+
+
+
+def audit_lines(args: argparse.Namespace, audits: dict) -> list[str]:
+    """The synchronisation audit as Markdown lines."""
+    return [
+        "### Host-device synchronisations",
+        "",
+        f"Grid {args.audit_resolution}², batch {args.audit_batch}, 25 training steps (2 log steps, 3 "
+        "divergence checks), one validation with checkpoint and figure, 10 bare-loop steps per (problem, "
+        "rule). "
+        + ("Recorded with `torch.cuda.set_sync_debug_mode(\"warn\")`."
+           if args.device == "cuda" else
+           "CPU stand-in for `torch.cuda.set_sync_debug_mode`: a TorchFunctionMode records host reads "
+           "of tensor values, value-dependent shapes and `torch.tensor(<host data>, device=...)` (not "
+           "`.to(device)` of host tensors; reads of torch.optim's step counters and the data loader's "
+           "seeds, host tensors on a GPU too, excluded when they make the read themselves, as are the CG's "
+           "convergence flags, read from pinned host memory on a GPU). 'Calls per step' are per training step, "
+           "per validation, or per bare-loop step."),
+        "",
+        audit_table(audits),
+        "",
+    ]
+
+
+def audit_section(args: argparse.Namespace, audits: dict) -> str:
+    """The `sync_audit` section of BENCHMARKS.md (--only-audit)."""
+    return "\n".join(["## Host-device synchronisations per training step, every problem and rule", "",
+                      *audit_lines(args, audits)[2:], *provenance("bench/overhead.py")])
 
 
 if __name__ == "__main__":
