@@ -141,10 +141,32 @@ def budget_table(args: argparse.Namespace) -> str:
     return markdown_table(["poisson 32x32", f"val x_l1 after {args.steps} steps", "step ms", "step / Adam's"], rows)
 
 
+def long_table(args: argparse.Namespace) -> str:
+    """exp and wavepacket, where 60 steps move no method far: `--long-steps` steps for the cheap methods."""
+    rows = []
+    for label in ("exp", "wavepacket"):
+        problem_overrides, batch, _ = PROBLEMS[label]
+        methods = ["adam", "sip gauss_newton", "sip gradient_descent"] + (["sip (own U)"] if label == "exp" else [])
+        loops = {method: Loop([*problem_overrides, *METHODS[method], f"data.batch_size={batch}"], args.seed)
+                 for method in methods}
+        checkpoints = [args.long_steps // 4, args.long_steps // 2, args.long_steps]
+        errors = train_interleaved(loops, args.long_steps, checkpoints, batch, 50, args.seed)
+        for method in methods:
+            rows.append([label, method, ", ".join(f"{errors[method][c]:.4g}" for c in [0, *checkpoints])])
+        problem = next(iter(loops.values())).problem
+        x_val, y_val = problem.sample(64, torch.Generator().manual_seed(args.seed + 7))
+        for name, value in problem.reference_metrics(x_val, y_val).items():
+            if name.endswith("x_l1"):
+                rows.append([label, f"per-example {name.removesuffix('_x_l1')} (no network)", f"{value.mean().item():.4g}"])
+    steps = ", ".join(str(c) for c in [0, args.long_steps // 4, args.long_steps // 2, args.long_steps])
+    return markdown_table(["problem", "method", f"val x_l1 at steps {steps}"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--chunk", type=int, default=5, help="steps a method runs before the next one's turn")
+    parser.add_argument("--long-steps", type=int, default=1000, help="steps of the exp/wavepacket table")
     parser.add_argument("--budgets", type=int, nargs="+", default=[5, 20, 100, 500])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -155,6 +177,8 @@ def main() -> None:
     print(methods, flush=True)
     budgets = budget_table(args)
     print(budgets, flush=True)
+    long = long_table(args)
+    print(long, flush=True)
     if args.write:
         text = "\n".join([
             "## Generic SIP inverses (issue 13)", "", *provenance("bench/generic_sip.py"), "",
@@ -164,7 +188,7 @@ def main() -> None:
             "on Poisson 1e-3 and on the sine 1e-3/xi^2 (its default 4e-2 diverges there: not scale-invariant),",
             "and Gauss-Newton's damping 10 on the fluid (its Fourier-weighted L1 loss makes the GN model poor).",
             "", methods, "", "Gauss-Newton's CG budget on Poisson (plain GN: damping 0, one step, rel_tol 1e-6):",
-            "", budgets,
+            "", budgets, "", f"Longer runs where {args.steps} steps move no method far (same settings):", "", long,
         ])
         write_section(args.write if args.write.is_absolute() else REPO / args.write, "generic_sip", text)
 

@@ -31,5 +31,6 @@ def compose_config(overrides: Sequence[str], run_dir: str | Path | None = None) 
             cfg.run_dir = str(run_dir)
         del cfg.hydra
     check_resolvable(cfg)
-    OmegaConf.resolve(cfg)
-    return cfg
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # (OmegaConf.resolve rejects list results)
+    OmegaConf.set_struct(resolved, True)
+    return resolved

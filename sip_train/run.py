@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sip_train import console, exit_codes
@@ -41,11 +41,12 @@ class ConfigError(ValueError):
 
 
 def root_cause(error: BaseException) -> BaseException:
-    """The innermost ValueError or TypeError of a chain: the message written for the user
-    (Hydra wraps constructor errors in its own exception; ours may wrap a library's)."""
+    """The innermost ValueError, TypeError or Lightning MisconfigurationException of a chain: the message
+    written for the user (Hydra wraps constructor errors in its own exception; ours may wrap a library's)."""
     found = error
     while error is not None:
-        if isinstance(error, (ValueError, TypeError)) and not isinstance(error, InstantiationException):
+        if isinstance(error, (ValueError, TypeError, MisconfigurationException)) and \
+                not isinstance(error, InstantiationException):
             found = error
         error = error.__cause__
     return found

@@ -79,6 +79,6 @@ def test_the_command_line_prints_one_error_line_without_traceback(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120,
         env={"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PATH": "/usr/bin:/bin"},
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # sip_train.exit_codes.CONFIG_ERROR
     assert result.stderr.strip().splitlines()[-1] == "error: optimizer.lr=-1 is invalid: must be a positive number"
     assert "Traceback" not in result.stderr

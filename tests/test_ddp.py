@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, compose_config
 from fault_log import record
 from sip_train import exit_codes
 from sip_train.data import SyntheticData
 from sip_train.module import InverseProblemModule
+from sip_train.run import ConfigError, train
 from sip_train.summary import read_summary
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
@@ -52,20 +53,18 @@ def test_two_ranks_train_one_network_and_a_resumed_ddp_run_continues(tmp_path):
     summary = read_summary(tmp_path)
     assert result.returncode == exit_codes.DIVERGED, result.stderr[-3000:]
     assert summary["status"] == "diverged" and summary["diverged_step"] == 6 and summary["sessions"] == 2
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
-    record("DDP rank mismatch: rank 1 alone non-finite", "step 6 of a resumed 2-process run",
-           f"both ranks stop, diverged (exit {result.returncode}), no hang; last finite checkpoint at step 6",
-           "the non-finite step only")
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4  # last saved
+    record("DDP rank mismatch: rank 1 alone non-finite", "step 6 of a 2-process run resumed at step 4",
+           f"both ranks stop at once, diverged (exit {result.returncode}), no hang; last.ckpt stays the finite one of "
+           "step 4", "the steps since the last checkpoint")
 
 
 def test_ddp_inside_a_multirun_is_refused_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "train.py", "-m", "logger=csv", "trainer=ddp", "trainer.accelerator=cpu",
-                             "trainer.devices=2", f"hydra.sweep.dir={tmp_path}", "seed=0"],
-                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=240)
-    summary = read_summary(tmp_path / "0")
-    assert summary["status"].startswith("failed: trainer.devices=2 (2 processes) is invalid in a multirun or sweep")
-    assert summary["exit_code"] == exit_codes.CONFIG_ERROR
-    assert "GLOBAL_RANK: 1" not in result.stdout + result.stderr  # no second rank was launched
-    record("failing sweep job (DDP inside a multirun)", "at start-up of job 0",
-           f"its summary.json: status failed, exit_code {summary['exit_code']}; no rank relaunched the sweep",
-           "that job only")
+    cfg = compose_config([*TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "hydra.mode=MULTIRUN"],
+                         tmp_path)
+    with pytest.raises(ConfigError, match=r"^trainer.devices=2 \(2 processes\) is invalid in a multirun or sweep"):
+        train(cfg)
+    summary = read_summary(tmp_path)
+    assert summary["exit_code"] == exit_codes.CONFIG_ERROR and summary["steps"] == 0
+    record("failing sweep job (DDP inside a multirun)", "at start-up of the job",
+           f"its summary.json: status failed, exit_code {summary['exit_code']}; no rank was launched", "that job only")

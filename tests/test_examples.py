@@ -13,7 +13,7 @@ def test_phiflow_burgers_trains_with_sip_through_a_generic_inverse(tiny_config, 
     default inverse falls back to Gauss-Newton, with J v by the double vjp (grid_sample has no forward mode).
     The command line equivalent: python train.py --config-dir examples/phiflow_burgers problem=burgers."""
     cfg = tiny_config(f"hydra.searchpath=[file://{BURGERS}]", "problem=burgers", "optimizer=sip",
-                      "problem.resolution=16", "network.levels=2", "inverse.iterations=3",
+                      "problem.resolution=8", "network.levels=2", "inverse.iterations=3", "data.val_size=4",
                       "trainer.max_steps=2", "trainer.val_check_interval=2")
     assert cfg.problem._target_ == "examples.phiflow_burgers.burgers.Burgers"
     summary = train(cfg)

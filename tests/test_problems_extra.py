@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import io
-import itertools
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import compose_config, options
+from conftest import compose_config
 from sip_train.module import InverseProblemModule, build_components
 from sip_train.physics import exponential, fluid, sine
 from sip_train.problems.exp import Exp
@@ -21,7 +19,8 @@ from sip_train.problems.wavepacket import WavePacket
 from sip_train.run import ConfigError, train
 
 F64 = torch.float64
-PROBLEMS = ["sine", "exp", "wavepacket", "fluid"]
+#: The paper's network of each of these problems (every problem x rule is trained in test_rules.py,
+#: every problem x network in test_every_network.py, both discovered from conf/).
 DEFAULT_NETWORK = {"sine": "MLP", "exp": "MLP", "wavepacket": "Conv1dNet", "fluid": "UNet"}
 #: Overrides that make each problem test-sized.
 TINY_PROBLEM = {
@@ -36,26 +35,7 @@ def _generator(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-# --- every problem trains with every rule ---------------------------------------------------
-
-
-@pytest.mark.parametrize("problem,optimizer", list(itertools.product(PROBLEMS, options("optimizer"))))
-def test_every_problem_trains_with_every_applicable_rule(problem, optimizer, tiny_config, tmp_path):
-    cfg = tiny_config(f"problem={problem}", f"optimizer={optimizer}", *TINY_PROBLEM[problem], "trainer.max_steps=2",
-                      "trainer.val_check_interval=2", "data.val_size=4", "figure_examples=0")
-    try:
-        build_components(cfg.problem, cfg.optimizer, cfg.network, cfg.seed)
-    except ValueError as error:  # a rule that cannot train this problem says so, naming itself
-        assert optimizer != "sip"  # SIP trains every problem: a generic inverse where there is no hand-written one
-        assert f"optimizer={optimizer}" in str(error) and "\n" not in str(error)
-        with pytest.raises(ConfigError):
-            train(cfg)
-        return
-    summary = train(cfg)
-    assert summary["status"] == "completed" and summary["steps"] == 2
-    losses = pd.read_csv(tmp_path / "metrics.csv")["train/objective"].dropna()
-    assert len(losses) == 2 and np.isfinite(losses).all()
-    assert math.isfinite(summary["x_l1"]) and math.isfinite(summary["y_l2"])
+# --- SIP without a hand-written inverse ----------------------------------------------------
 
 
 def test_wavepacket_has_no_inverse_update_so_inverse_problem_fails_at_start_up(tiny_config):
@@ -66,7 +46,7 @@ def test_wavepacket_has_no_inverse_update_so_inverse_problem_fails_at_start_up(t
 # --- configs --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("problem", PROBLEMS)
+@pytest.mark.parametrize("problem", sorted(DEFAULT_NETWORK))
 def test_problem_configs_select_their_paper_network_and_batch(problem):
     cfg = compose_config([f"problem={problem}", "optimizer=adam", *TINY_PROBLEM[problem]])
     assert cfg.network._target_.rsplit(".", 1)[-1] == DEFAULT_NETWORK[problem]

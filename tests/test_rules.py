@@ -31,7 +31,8 @@ PAPER_LR = {("poisson", "sgd"): 3e-12}
 SMALL_CG = ["optimizer.optimizer.cg_max_iter=5", "optimizer.optimizer.cg_min_iter=2"]
 #: Test-sized HIG budget: larger Jacobians are refused (wavepacket's 1024 x 17489 takes seconds per SVD).
 SMALL_HIG = ["optimizer.memory_budget_gb=0.1"]
-TINY_RUN = ["trainer.max_steps=3", "trainer.val_check_interval=100", "validate_at_start=false", "figure_examples=0"]
+#: Three steps, validated (and drawn: figures on) once, at the end.
+TINY_RUN = ["trainer.max_steps=3", "trainer.val_check_interval=100", "validate_at_start=false", "figure_examples=2"]
 
 
 def tiny_size(problem: str) -> list[str]:
@@ -78,6 +79,7 @@ def test_every_rule_trains_every_problem_or_refuses_it_at_start_up(problem, opti
     assert math.isfinite(summary[summary["primary_metric"]])
     trained = network_weights(summary["last_checkpoint"])
     assert any(not torch.equal(trained[name], value) for name, value in initial_network.named_parameters())
+    assert [p.name for p in (tmp_path / "figures").glob("*.png")] == ["val_step0000003.png"]
 
 
 @pytest.mark.parametrize("curvature", ["ggn", "hessian"])

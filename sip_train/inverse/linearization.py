@@ -52,10 +52,9 @@ class Linearization:
             self.x = x.detach().requires_grad_(True)
             self.y = problem.simulate(self.x)
             self._y_leaf = self.y.detach().requires_grad_(True)
-            self.loss = problem.y_loss(self._y_leaf, y_target).detach()
-            (self._loss_gradient,) = torch.autograd.grad(
-                problem.y_loss(self._y_leaf, y_target).sum(), self._y_leaf, create_graph=not self.plain_l2
-            )
+            loss = problem.y_loss(self._y_leaf, y_target)
+            (self._loss_gradient,) = torch.autograd.grad(loss.sum(), self._y_leaf, create_graph=not self.plain_l2)
+        self.loss = loss.detach()
         self.gradient = self.vjp(self._loss_gradient.detach())
         self._cotangent: torch.Tensor | None = None
         self._vjp_graph: torch.Tensor | None = None

@@ -25,7 +25,8 @@ class Oscillators(InverseProblem):
 
     Objective per example: sum of squares of (final state - x0), without the usual 1/2, as in the
     authors' scripts, so their learning rates (HIG 1.0) transfer; with batch_reduction "mean" the
-    batch objective is their loss per data point. No inverse update (SIP does not apply).
+    batch objective is their loss per data point. No hand-written inverse update (optimizer=sip falls back on
+    a generic inverse solver of the control).
 
     Args:
         oscillators: number of oscillators N (2 in the paper); the state has 2N components.
