@@ -159,7 +159,8 @@ def main() -> None:
     for problem in problems:
         resolution, batch = overhead.sizes(problem, args)
         for rule in args.rules:
-            results[problem, rule, f"{resolution}², {batch}"] = compare(problem, rule, resolution, batch, args)
+            size = overhead.size_label(resolution, batch)
+            results[problem, rule, size] = compare(problem, rule, resolution, batch, args)
             print(table({k: v for k, v in results.items() if k[:2] == (problem, rule)}, args.compare_steps), flush=True)
     text = section(results, args, missing)
     print(text)

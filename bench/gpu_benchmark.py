@@ -139,7 +139,7 @@ def main() -> None:
                 torch.cuda.reset_peak_memory_stats()
             result = overhead.lightning_vs_bare(problem, rule, resolution, batch, args)
             result["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20 if on_gpu else float("nan")
-            results["training"][problem, rule, f"{resolution}², {batch}"] = result
+            results["training"][problem, rule, overhead.size_label(resolution, batch)] = result
     report()
 
     for problem in problems:
@@ -147,7 +147,7 @@ def main() -> None:
         if not budget.allows(30):
             skipped.append(f"bare-loop variants {problem} (budget)")
             continue
-        size = f"{resolution}², {batch}"
+        size = overhead.size_label(resolution, batch)
         results["variants"][problem, size] = overhead.bare_variants(problem, resolution, batch, args)
     report()
 
@@ -170,7 +170,7 @@ def main() -> None:
                 if not budget.allows(240 if problem == "fluid" else 60):  # fluid: long unrolled graphs
                     skipped.append(f"compile {problem}/{rule} (budget)")
                     continue
-                results["compile"][problem, rule, f"{resolution}², {batch}"] = compile_bench.compare(
+                results["compile"][problem, rule, overhead.size_label(resolution, batch)] = compile_bench.compare(
                     problem, rule, resolution, batch, timing)
                 report()
     report()

@@ -22,6 +22,7 @@ of machine load hit all of them alike:
 The loops and the interleaving timer are in bench/_loops.py.
 
     python bench/overhead.py --batch 16 --fluid-batch 8 --blocks 30 --threads 1 --write BENCHMARKS.md
+    python bench/overhead.py --only-audit --threads 1 --write BENCHMARKS.md   # the audit alone
 """
 from __future__ import annotations
 

@@ -86,8 +86,10 @@ def check_same_run(path: Path, checkpoint: dict, identity: dict[str, Any]) -> No
     saved = _flatten(saved_identity(checkpoint))
     wanted = _flatten({key: identity.get(key) for key in saved_identity(checkpoint)} if IDENTITY_KEY not in checkpoint
                       else identity)
-    differences = [f"{key}: {saved.get(key)!r} there, {wanted.get(key)!r} now"
-                   for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
+    differing = [key for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
+    replaced = [key.removesuffix("_target_") for key in differing if key.endswith("_target_")]
+    differences = [f"{key}: {saved.get(key)!r} there, {wanted.get(key)!r} now" for key in differing
+                   if key.endswith("_target_") or not key.startswith(tuple(replaced))]  # another class: its settings too
     if differences:
         raise ValueError(f"checkpoint {path} belongs to a different run ({'; '.join(differences)}): choose another "
                          "run directory (hydra.run.dir=...), or resume=false to start afresh in this one")

@@ -94,10 +94,10 @@ class SyntheticData(LightningDataModule):
         x_true, y_target = self._fixed_set("train", device)
         positions = step * self.batch_size + torch.arange(self.batch_size)
         passes = positions // self.train_size
-        first = int(passes[0])
+        first, last = step * self.batch_size // self.train_size, ((step + 1) * self.batch_size - 1) // self.train_size
         orders = torch.stack([
             torch.randperm(self.train_size, generator=stream_generator(torch.device("cpu"), self.seed, SHUFFLE_STREAM, rank, p))
-            for p in range(first, int(passes[-1]) + 1)
+            for p in range(first, last + 1)
         ])
         index = orders[passes - first, positions % self.train_size].to(device, non_blocking=True)
         return x_true[index], y_target[index]

@@ -13,17 +13,39 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from lightning.pytorch.utilities.exceptions import (
+    MisconfigurationException,
+    SIGTERMException,
+)
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sip_train import console, exit_codes
-from sip_train.callbacks import BufferAverage, DivergedError, DivergenceGuard, Preemption, RunRecord, StepTimer
-from sip_train.checkpoints import (LAST, check_same_run, checkpoint_dir, read_checkpoint, resolve_resume,
-                                   run_identity, truncate_metrics)
+from sip_train.callbacks import (
+    BufferAverage,
+    DivergedError,
+    DivergenceGuard,
+    Preemption,
+    RunRecord,
+    StepTimer,
+)
+from sip_train.checkpoints import (
+    LAST,
+    check_same_run,
+    checkpoint_dir,
+    read_checkpoint,
+    resolve_resume,
+    run_identity,
+    truncate_metrics,
+)
 from sip_train.loggers import describe_run, finish_wandb
 from sip_train.module import InverseProblemModule
 from sip_train.progress import progress_callback
-from sip_train.startup import check_combinations, check_devices, check_resolvable, check_types
+from sip_train.startup import (
+    check_combinations,
+    check_devices,
+    check_resolvable,
+    check_types,
+)
 from sip_train.summary import read_summary, write_summary
 
 log = logging.getLogger(__name__)

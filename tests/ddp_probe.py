@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sip_train.config import compose_config  # noqa: E402
-from sip_train.module import InverseProblemModule  # noqa: E402
-from sip_train.run import train  # noqa: E402
+from sip_train.config import compose_config
+from sip_train.module import InverseProblemModule
+from sip_train.run import train
 
 run_dir, overrides = Path(sys.argv[1]), sys.argv[2:]
 first_batch: dict[int, torch.Tensor] = {}
@@ -22,7 +22,7 @@ training_step = InverseProblemModule.training_step
 def probed_training_step(self, batch, batch_idx):
     first_batch.setdefault(self.global_rank, batch[1].clone())
     result = training_step(self, batch, batch_idx)
-    if self.global_rank == 1 and self.global_step == int(os.environ.get("NAN_AT_STEP", -1)):
+    if self.global_rank == 1 and self.global_step == int(os.environ.get("NAN_AT_STEP", "-1")):
         result["loss"] = torch.full_like(result["loss"], float("nan"))
     return result
 

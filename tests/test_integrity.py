@@ -8,9 +8,9 @@ import signal
 import pandas as pd
 import pytest
 import torch
-
 from conftest import TINY, compose_config
 from fault_log import record
+
 from sip_train import exit_codes
 from sip_train.checkpoints import IDENTITY_KEY
 from sip_train.data import VALIDATION_STREAM, SyntheticData, stream_generator
@@ -126,7 +126,7 @@ def _signal_at(monkeypatch, signum: int, step: int, moment: str) -> None:
 @pytest.mark.parametrize("moment", ["step", "validation"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2], ids=lambda s: s.name)
 def test_a_signal_loses_at_most_the_step_in_progress(completed, tmp_path, monkeypatch, signum, moment):
-    reference_dir, reference = completed
+    reference_dir, _ = completed
     handed_on = []
     previous = signal.signal(signum, lambda *args: handed_on.append(args[0])) if signum != signal.SIGTERM else None
     try:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, compose_config
 from fault_log import record
+
 from sip_train.run import train
 from sip_train.summary import read_summary
 
