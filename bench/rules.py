@@ -54,7 +54,9 @@ def run(problem: str, rule: str, steps: int, args: argparse.Namespace, run_dir: 
     # a diverged run exits with an error but still writes its summary
     subprocess.run([sys.executable, "train.py", *overrides], cwd=REPO, env=environment, capture_output=True)
     summary = read_summary(run_dir)
-    validation = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["val/x_l1"])
+    metrics = run_dir / "metrics.csv"  # absent when the rule refused the problem at start-up
+    validation = pd.read_csv(metrics).dropna(subset=["val/x_l1"]) if metrics.is_file() else pd.DataFrame(
+        {"step": [], "val/x_l1": []})
     summary["x_l1_by_step"] = dict(zip(validation["step"].astype(int), validation["val/x_l1"]))
     return summary
 
@@ -71,10 +73,10 @@ def rows(problem: str, summaries: dict[str, dict], args: argparse.Namespace) -> 
     adam_ms = summaries["adam"]["step_time_ms_median"]
     table = []
     for rule, summary in summaries.items():
-        by_step = summary["x_l1_by_step"]
-        table.append([problem, rule, f"{summary['lr']:g}", summary["steps"], summary["step_time_ms_median"],
-                      f"{summary['step_time_ms_median'] / adam_ms:.2f}x", by_step[0], by_step.get(args.val_every, "-"),
-                      final_x_l1(summary)])
+        by_step, step_ms = summary["x_l1_by_step"], summary.get("step_time_ms_median")
+        table.append([problem, rule, f"{summary['lr']:g}", summary["steps"], step_ms if step_ms else "-",
+                      f"{step_ms / adam_ms:.2f}x" if step_ms else "-", by_step.get(0, "-"),
+                      by_step.get(args.val_every, "-"), final_x_l1(summary)])
     return table
 
 
