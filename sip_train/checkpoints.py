@@ -52,8 +52,11 @@ def read_checkpoint(path: Path) -> dict:
 
 #: Top-level config keys that only extend or observe a run (how long, how often, where to, what is shown);
 #: every other key is part of the run's identity. paper_lr is a lookup table: what it selects is optimizer.lr.
+#: Keys that only extend or observe a run (or are copied into the identity elsewhere: `inverse` is part of
+#: the optimizer block of the rules that use it; updates_per_step and compile regroup the same updates).
 NOT_IDENTITY = ("trainer", "logger", "run_dir", "resume", "ckpt_path", "threads", "figure_examples", "compile",
-                "divergence_check_every", "validate_at_start", "network_defaults", "paper_lr", "sweep")
+                "divergence_check_every", "validate_at_start", "network_defaults", "paper_lr", "sweep", "inverse",
+                "updates_per_step")
 IDENTITY_KEY = "run_identity"
 
 
