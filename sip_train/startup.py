@@ -40,9 +40,9 @@ def check_resolvable(cfg: DictConfig) -> None:
         node = OmegaConf.select(cfg, table, throw_on_resolution_failure=False) if table else None
         allowed = (f"{table} has no {entry!r}; choose one of {sorted(node.keys())} or set {key} directly"
                    if isinstance(node, DictConfig) else str(error).splitlines()[0])
-        raise ValueError(f"{key}={raw!r} is invalid: {allowed}") from error
+        raise ValueError(f"{key}={raw!r} is invalid: {allowed}") from None  # omegaconf's own message is several lines
     except OmegaConfBaseException as error:
-        raise ValueError(f"{error.full_key} is invalid: {str(error).splitlines()[0]}") from error
+        raise ValueError(f"{error.full_key} is invalid: {str(error).splitlines()[0]}") from None
 
 
 def _describe(hint: Any) -> str:
