@@ -1,6 +1,7 @@
 """The one LightningModule: a problem, a network and an update rule, trained by manual optimisation."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -15,8 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from sip_train import plots
 from sip_train.problems.base import InverseProblem
-from sip_train.rules.base import UpdateRule
+from sip_train.rules.base import StepInterface, UpdateRule
+from sip_train.rules.hessian_free import HessianFreeRule
 
+log = logging.getLogger(__name__)
+
+#: The keys a `compile` mapping may set (torch.compile's own arguments).
+COMPILE_KEYS = ("backend", "mode")
 
 def build_components(
     problem: DictConfig, optimizer: DictConfig, network: DictConfig, seed: int
@@ -34,11 +40,65 @@ def build_components(
     return problem_obj, network_obj, rule
 
 
-def compile_components(problem: InverseProblem, network: torch.nn.Module) -> None:
-    """torch.compile the network (in place: state_dict keys stay the same) and the problem's physics."""
-    network.compile()
+def compile_options(compile: bool | dict | DictConfig) -> dict | None:
+    """torch.compile's arguments for the `compile` setting: None for false, {} for true (Inductor, its mode
+    chosen by device at the start of training), or the given mapping of `backend` and `mode`."""
+    if isinstance(compile, bool):
+        return {} if compile else None
+    options = OmegaConf.to_container(compile) if isinstance(compile, DictConfig) else compile
+    if not isinstance(options, dict) or set(options) - set(COMPILE_KEYS) or not all(
+            isinstance(value, str) for value in options.values()):
+        raise ValueError(f"compile={compile!r} is invalid: use true, false, or a mapping of {list(COMPILE_KEYS)} to "
+                         "torch.compile's names (e.g. compile={backend:aot_eager})")
+    return dict(options)
+
+
+def update_compile_options(options: dict, device: torch.device) -> dict:
+    """`options` with Inductor's mode chosen for `device` unless given: CUDA graphs on a GPU ("reduce-overhead":
+    an update's graphs replay without a launch per kernel), Inductor's default on the CPU."""
+    if "mode" in options or options.get("backend", "inductor") != "inductor" or device.type != "cuda":
+        return options
+    return {**options, "mode": "reduce-overhead"}
+
+
+def compile_components(problem: InverseProblem, network: torch.nn.Module, options: dict | None = None) -> None:
+    """torch.compile the network (in place: state_dict keys stay the same) and the problem's physics, with
+    torch.compile's `options` (backend, mode); used by validation and by rules not compiled whole."""
+    options = options or {}
+    network.compile(**options)
     for hook in ("simulate", "inverse_update", "simulate_and_update"):
-        setattr(problem, hook, torch.compile(getattr(problem, hook)))
+        setattr(problem, hook, torch.compile(getattr(problem, hook), **options))
+
+
+class CompiledUpdate:
+    """One whole update of a rule whose update is `rule.loss`, backward and an optimizer step, under one
+    torch.compile: the network, the physics and the objective with their backward become one graph pair, the
+    optimizer step another (torch breaks the graph around `Optimizer.step` on purpose), with no Python of the
+    framework in between. With CUDA graphs (mode "reduce-overhead") the outputs are copied out of the graphs'
+    memory, which the next update reuses."""
+
+    def __init__(self, step: StepInterface, rule: UpdateRule, optimizer: torch.optim.Optimizer,
+                 options: dict) -> None:
+        self.step, self.rule, self.optimizer = step, rule, optimizer
+        self.cuda_graphs = options.get("mode") == "reduce-overhead"
+        self.compiled = torch.compile(self._update, **options)
+
+    def _update(self, y_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss, x, y = self.rule.loss(self.step, y_target)
+        result = loss.detach(), x.detach(), y
+        loss.backward()
+        self.optimizer.step()
+        return result
+
+    def __call__(self, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One update on y_target; the batch objective, prediction and simulation as `UpdateRule.training_step`."""
+        self.optimizer.zero_grad()
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        loss, x, y = self.compiled(y_target)
+        if self.cuda_graphs:
+            loss, x, y = loss.clone(), x.clone(), y.clone()
+        return {"loss": loss, "x": x, "y": y}
 
 
 class _DirectStep:
@@ -67,24 +127,31 @@ class InverseProblemModule(LightningModule):
     """
 
     def __init__(self, problem: dict, optimizer: dict, network: dict, seed: int = 0, figure_examples: int = 3,
-                 compile: bool = False, updates_per_step: int = 1) -> None:
+                 compile: bool | dict = False, updates_per_step: int = 1) -> None:
         super().__init__()
         if isinstance(updates_per_step, bool) or not isinstance(updates_per_step, int) or updates_per_step < 1:
             raise ValueError(f"updates_per_step={updates_per_step!r} is invalid: must be a positive integer")
+        self.compile_options = compile_options(compile)
         # Resolve each block where it stands in the full config (network blocks read network_defaults)
         # and keep plain copies: the hyper-parameters must not depend on the rest of the config.
         blocks = {name: OmegaConf.create(OmegaConf.to_container(block, resolve=True) if isinstance(block, DictConfig)
                                          else block)
                   for name, block in (("problem", problem), ("optimizer", optimizer), ("network", network))}
         self.save_hyperparameters({**{k: OmegaConf.to_container(v) for k, v in blocks.items()},
-                                   "seed": seed, "figure_examples": figure_examples, "compile": compile,
+                                   "seed": seed, "figure_examples": figure_examples,
+                                   "compile": compile if isinstance(compile, bool) else self.compile_options,
                                    "updates_per_step": updates_per_step})
         self.problem, self.network, self.rule = build_components(blocks["problem"], blocks["optimizer"], blocks["network"], seed)
-        if compile:
-            compile_components(self.problem, self.network)
+        if self.compile_options is not None and (self.rule.create_graph or isinstance(self.rule, HessianFreeRule)):
+            log.info("compile: %s back-propagates through a gradient, which torch.compile does not support; "
+                     "it runs eager", type(self.rule).__name__)
+            self.compile_options = None
+        if self.compile_options is not None:
+            compile_components(self.problem, self.network, self.compile_options)
         self.automatic_optimization = False
         self.updates_per_step = updates_per_step
         self._direct = False  # see on_train_start
+        self._compiled_update: CompiledUpdate | None = None  # see on_train_start
         self.figure_examples = figure_examples
         self.last_validated_step = -1
         self._figure_batch: tuple[torch.Tensor, ...] | None = None
@@ -114,6 +181,23 @@ class InverseProblemModule(LightningModule):
         # callback here uses; small problems skip them (per update they cost as much as the update itself).
         self._direct = (type(self.trainer.strategy) is SingleDeviceStrategy
                         and type(self.trainer.precision_plugin) is Precision)
+        if self.compile_options is not None:
+            self._compile_update()
+
+    def _compile_update(self) -> None:
+        """compile=true: compile the whole update where it is `rule.loss`, backward and a step of the torch
+        optimizer (the direct path), else keep the network and the physics compiled; say which in one line."""
+        options = update_compile_options(self.compile_options, self.device)
+        rule = type(self.rule).__name__
+        if not self.rule.updates_by_loss:
+            log.info("compile: %s updates by its own training step; compiled the network and the physics only", rule)
+        elif not self._direct:
+            log.info("compile: Lightning's strategy or precision plugin steps the optimizer here; compiled the "
+                     "network and the physics only")
+        else:
+            self._compiled_update = CompiledUpdate(self, self.rule, self.optimizers().optimizer, options)
+            log.info("compile: the whole %s update (network, physics, objective, backward, optimizer step), "
+                     "torch.compile %s", rule, options or "defaults")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.rule.make_optimizer(self.network.parameters())
@@ -144,6 +228,14 @@ class InverseProblemModule(LightningModule):
         self._count_as_batches(updates - 1)
         return {**results[-1], "loss": torch.stack([result["loss"] for result in results])}
 
+    def _compiled_step(self, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The compiled whole update, counted as one optimizer step (a global step) like `_DirectStep.step`."""
+        optimizer = self.optimizers()
+        optimizer._on_before_step()
+        result = self._compiled_update(y_target)
+        optimizer._on_after_step()
+        return result
+
     def _count_as_batches(self, extra: int) -> None:
         """Lightning schedules logging and validation by batches: count each extra update of a step as a
         batch, so that those schedules, and the counters saved in checkpoints, stay in updates."""
@@ -157,7 +249,8 @@ class InverseProblemModule(LightningModule):
 
     def _update(self, x_true: torch.Tensor, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
         """One update by the rule, logged on log steps."""
-        result = self.rule.training_step(self, y_target)
+        result = (self.rule.training_step(self, y_target) if self._compiled_update is None
+                  else self._compiled_step(y_target))
         # Only on the steps the loggers write (every log_every_n_steps): each self.log copies a value to
         # the device, which on a GPU would block the step.
         if self.global_step % self.trainer.log_every_n_steps == 0:

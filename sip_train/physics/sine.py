@@ -6,6 +6,7 @@ along the other; phi rotates it. Angles are in radians. Vectors are (B, 2).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -15,9 +16,19 @@ def _rotation_and_scale(
     xi: float, phi: float, gamma: float, like: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """R_phi (2, 2) and the diagonal of D (2,), on the device and dtype of `like`."""
+    return _cached_rotation_and_scale(float(xi), float(phi), float(gamma), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_rotation_and_scale(
+    xi: float, phi: float, gamma: float, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Built once per setting and device: a tensor made from Python numbers on a GPU is a blocking copy,
+    which a training step must not wait for. Made outside inference mode so autograd may use it later."""
     cos, sin = math.cos(phi), math.sin(phi)
-    rotation = torch.tensor([[cos, -sin], [sin, cos]], dtype=like.dtype, device=like.device)
-    scale = torch.tensor([gamma / xi, gamma * xi], dtype=like.dtype, device=like.device)
+    with torch.inference_mode(False):
+        rotation = torch.tensor([[cos, -sin], [sin, cos]], dtype=dtype, device=device)
+        scale = torch.tensor([gamma / xi, gamma * xi], dtype=dtype, device=device)
     return rotation, scale
 
 

@@ -65,6 +65,19 @@ class UpdateRule:
         """Per-example network objective (B,) for prediction x, and the simulated y = P(x) (detached)."""
         raise NotImplementedError
 
+    def loss(self, step: StepInterface, y_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch objective of the current network, its prediction x and the simulated y (detached): the
+        forward half of an update, free of side effects, so that compile=true can compile it whole."""
+        x = step.predict(y_target)
+        per_example, y = self.objective(step.problem, x, y_target)
+        return step.problem.reduce(per_example), x, y
+
+    @property
+    def updates_by_loss(self) -> bool:
+        """Whether an update is exactly `loss`, one backward and one optimizer step (what compile=true compiles
+        whole); not for rules with their own `training_step` (line searches, curvature) or a double backward."""
+        return type(self).training_step is UpdateRule.training_step and not self.create_graph
+
     def training_step(self, step: StepInterface, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
         """One parameter update on a batch.
 
@@ -75,9 +88,7 @@ class UpdateRule:
         result: dict[str, torch.Tensor] = {}
 
         def closure() -> torch.Tensor:
-            x = step.predict(y_target)
-            per_example, y = self.objective(step.problem, x, y_target)
-            loss = step.problem.reduce(per_example)
+            loss, x, y = self.loss(step, y_target)
             optimizer.zero_grad()
             step.manual_backward(loss, create_graph=self.create_graph)
             result.update(loss=loss.detach(), x=x.detach(), y=y)

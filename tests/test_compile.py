@@ -1,0 +1,107 @@
+"""compile=true (issue 15): the whole update compiled, training as eager does to float tolerance; rules that
+cannot be compiled whole fall back to the compiled network and physics; bad settings named in one line."""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY
+from sip_train import module
+from sip_train.config import compose_config
+from sip_train.run import ConfigError, train
+
+STEPS = ["problem=exp", "trainer.max_steps=6", "trainer.val_check_interval=3", "figure_examples=0"]
+
+
+def _train(run_dir: Path, *overrides: str) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Train a tiny exp run; its logged metrics (less timings) and final weights."""
+    summary = train(compose_config([*TINY, *STEPS, *overrides], run_dir))
+    assert summary["status"] == "completed" and summary["steps"] == 6
+    with (run_dir / "metrics.csv").open() as file:
+        rows = [{k: v for k, v in row.items() if v and not k.startswith("time/")} for row in csv.DictReader(file)]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    return rows, state
+
+
+@pytest.fixture
+def compiled_updates(monkeypatch) -> list[int]:
+    """Counts the calls of the compiled whole update (one per training update when it is used)."""
+    calls: list[int] = []
+    original = module.CompiledUpdate.__call__
+
+    def counting(self, y_target):
+        calls.append(1)
+        return original(self, y_target)
+
+    monkeypatch.setattr(module.CompiledUpdate, "__call__", counting)
+    torch._dynamo.reset()
+    return calls
+
+
+@pytest.mark.parametrize("rule, backend", [("adam", "inductor"), ("sip", "aot_eager")])
+def test_compiled_whole_update_trains_as_eager_does(rule, backend, compiled_updates, tmp_path, caplog):
+    """Every update of compile=true goes through the one compiled function, and gives the metrics and the final
+    weights of eager training to float32 round-off. Inductor (the default) for Adam; SIP through AOTAutograd
+    without Inductor (`aot_eager`), whose compile of SIP's graphs takes seconds rather than ~30 s here."""
+    eager_rows, eager_state = _train(tmp_path / "eager", f"optimizer={rule}")
+    assert not compiled_updates
+    setting = "compile=true" if backend == "inductor" else f"compile={{backend:{backend}}}"
+    with caplog.at_level(logging.INFO, logger="sip_train.module"):
+        rows, state = _train(tmp_path / "compiled", f"optimizer={rule}", setting)
+    assert len(compiled_updates) == 6
+    assert any("compile: the whole" in record.getMessage() for record in caplog.records)
+    assert [row.keys() for row in rows] == [row.keys() for row in eager_rows]
+    for row, eager in zip(rows, eager_rows):
+        assert row["step"] == eager["step"]
+        for key in row:
+            assert float(row[key]) == pytest.approx(float(eager[key]), rel=1e-4, abs=1e-6), key
+    assert state.keys() == eager_state.keys()
+    for name in state:
+        torch.testing.assert_close(state[name], eager_state[name], rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(state[name], _initial(rule)[name]) for name in state)  # it did train
+
+
+def _initial(rule: str) -> dict[str, torch.Tensor]:
+    cfg = compose_config([*TINY, *STEPS, f"optimizer={rule}"], Path("."))
+    network = module.build_components(cfg.problem, cfg.optimizer, cfg.network, cfg.seed)[1]
+    return {f"network.{name}": value for name, value in network.state_dict().items()}
+
+
+@pytest.mark.parametrize("rule, line", [
+    ("hig", "compile: HalfInverseGradient updates by its own training step; compiled the network and the physics "
+            "only"),
+    ("adahessian", "compile: PhysicsGradient back-propagates through a gradient, which torch.compile does not "
+                   "support; it runs eager"),
+])
+def test_rules_not_compiled_whole_train_and_say_so(rule, line, compiled_updates, tmp_path, caplog):
+    """HIG (its own training step, an SVD) keeps the compiled network and physics; AdaHessian (a double backward,
+    which AOTAutograd refuses) runs eager. Both train with compile=true and say which in one line at start-up."""
+    with caplog.at_level(logging.INFO, logger="sip_train.module"):
+        rows, _ = _train(tmp_path, f"optimizer={rule}", "compile={backend:aot_eager}")
+    assert not compiled_updates
+    assert [record.getMessage() for record in caplog.records if record.getMessage().startswith("compile:")] == [line]
+    logged = [row for row in rows if "train/objective" in row]
+    assert [row["step"] for row in logged] == [str(step) for step in range(1, 7)]
+    assert all(math.isfinite(float(row["train/objective"])) for row in logged)
+
+
+def test_mode_uses_cuda_graphs_on_a_gpu_only():
+    """Inductor on a GPU replays each update's graphs (mode reduce-overhead); on the CPU it keeps its default; a
+    mode or another backend given in the config is kept as given."""
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert module.update_compile_options({}, cuda) == {"mode": "reduce-overhead"}
+    assert module.update_compile_options({}, cpu) == {}
+    assert module.update_compile_options({"mode": "max-autotune"}, cuda) == {"mode": "max-autotune"}
+    assert module.update_compile_options({"backend": "aot_eager"}, cuda) == {"backend": "aot_eager"}
+
+
+@pytest.mark.parametrize("setting", ["compile={fullgraph:true}", "compile=3", "compile={mode:1}"])
+def test_a_bad_compile_setting_is_named(setting, tmp_path):
+    with pytest.raises(ConfigError, match=r"compile=.* is invalid: use true, false, or a mapping of \['backend', "
+                                          r"'mode'\]"):
+        train(compose_config([*TINY, *STEPS, setting], tmp_path))
