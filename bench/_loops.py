@@ -22,6 +22,7 @@ import sip_train.run
 from sip_train.callbacks import StepTimer
 from sip_train.config import compose_config
 from sip_train.module import build_components, compile_components
+from sip_train.rules.base import PlainStep
 
 
 #: The clock of every timing here: wall time, or (`use_cpu_clock`) this process's CPU time, which on a
@@ -119,27 +120,16 @@ class BareLoop:
         self.problem.reduce(self.problem.physics_loss(x, y_target)).backward()
 
 
-class MinimalLoop:
+class MinimalLoop(PlainStep):
     """The least a PyTorch user would write for the same math: one generator seeded once, the problem's
     `sample`, and the rule's own `training_step` driven through the `StepInterface` (plain backward, the
     bare optimizer). The yardstick of issue 15."""
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
-        self.problem, self.network, self.rule = build_components(cfg.problem, cfg.optimizer, cfg.network, cfg.seed)
-        self.problem.to(device)
-        self.network.to(device).train()
-        self._optimizer = self.rule.make_optimizer(self.network.parameters())
+        problem, network, self.rule = build_components(cfg.problem, cfg.optimizer, cfg.network, cfg.seed)
+        super().__init__(problem.to(device), network.to(device).train(), self.rule)
         self.batch_size = cfg.data.batch_size
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
-
-    def predict(self, y_target: torch.Tensor) -> torch.Tensor:
-        return self.problem.prepare_prediction(self.network(self.problem.network_input(y_target)), y_target)
-
-    def manual_backward(self, loss: torch.Tensor, create_graph: bool = False) -> None:
-        loss.backward(create_graph=create_graph)
-
-    def optimizer(self) -> torch.optim.Optimizer:
-        return self._optimizer
 
     def step(self) -> dict[str, torch.Tensor]:
         _, y_target = self.problem.sample(self.batch_size, self.generator)

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import REPO, markdown_table, provenance, write_section  # noqa: E402
 from sip_train.config import compose_config  # noqa: E402
 from sip_train.module import build_components  # noqa: E402
+from sip_train.rules.base import PlainStep  # noqa: E402
 
 #: problem label -> (config overrides, batch size, steps multiplier)
 PROBLEMS = {
@@ -53,23 +54,14 @@ SETTINGS = {
 }
 
 
-class Loop:
+class Loop(PlainStep):
     """One method's training state and the narrow step interface its rule uses."""
 
     def __init__(self, overrides: list[str], seed: int) -> None:
         cfg = compose_config(overrides)
-        self.problem, self.network, self.rule = build_components(cfg.problem, cfg.optimizer, cfg.network, seed)
-        self._optimizer = self.rule.make_optimizer(self.network.parameters())
+        problem, network, self.rule = build_components(cfg.problem, cfg.optimizer, cfg.network, seed)
+        super().__init__(problem, network, self.rule)
         self.times: list[float] = []
-
-    def predict(self, y_target: torch.Tensor) -> torch.Tensor:
-        return self.problem.prepare_prediction(self.network(self.problem.network_input(y_target)), y_target)
-
-    def manual_backward(self, loss: torch.Tensor, create_graph: bool = False) -> None:
-        loss.backward(create_graph=create_graph)
-
-    def optimizer(self) -> torch.optim.Optimizer:
-        return self._optimizer
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         start = time.perf_counter()

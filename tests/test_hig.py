@@ -14,6 +14,7 @@ from sip_train.module import build_components
 from sip_train.networks.mlp import MLP
 from sip_train.problems.base import InverseProblem
 from sip_train.problems.sine import Sine
+from sip_train.rules.base import PlainStep
 from sip_train.rules.hig import HalfInverseGradient, inverse_direction, stacked_jacobian
 from sip_train.run import ConfigError, train
 
@@ -40,22 +41,6 @@ class LinearMap(InverseProblem):
     def simulate(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.matrix.T
 
-
-class Step:
-    """The StepInterface as a bare loop provides it."""
-
-    def __init__(self, problem: InverseProblem, network: torch.nn.Module, rule: HalfInverseGradient) -> None:
-        self.problem, self.network = problem, network
-        self._optimizer = rule.make_optimizer(network.parameters())
-
-    def predict(self, y_target: torch.Tensor) -> torch.Tensor:
-        return self.problem.prepare_prediction(self.network(self.problem.network_input(y_target)), y_target)
-
-    def manual_backward(self, loss: torch.Tensor, create_graph: bool = False) -> None:
-        loss.backward(create_graph=create_graph)
-
-    def optimizer(self) -> torch.optim.Optimizer:
-        return self._optimizer
 
 
 def hig(lr: float = 1.0, kappa: float = 0.5, truncation: float = 1e-6, **options) -> HalfInverseGradient:
@@ -113,7 +98,7 @@ def test_a_step_moves_the_weights_by_the_dense_numpy_direction(kappa):
     reference = vt.T[:, kept] @ (s[kept] ** -kappa * (u.T[kept] @ g))
     before = flat_weights(network)
     rule = hig(lr=0.3, kappa=kappa)
-    result = rule.training_step(Step(problem, network, rule), y_target)
+    result = rule.training_step(PlainStep(problem, network, rule), y_target)
     np.testing.assert_allclose(flat_weights(network), before - 0.3 * reference, rtol=1e-9, atol=1e-12)
     assert result["stats"]["sv_kept"] == kept.sum()
     assert result["stats"]["sv_max"].item() == pytest.approx(s.max())
@@ -122,7 +107,7 @@ def test_a_step_moves_the_weights_by_the_dense_numpy_direction(kappa):
 
 def test_kappa_minus_one_is_the_plain_gradient_of_the_batch_loss():
     problem, network, y_target = tiny_sine_setup()
-    step = Step(problem, network, hig())
+    step = PlainStep(problem, network, hig())
     loss = problem.reduce(problem.physics_loss(step.predict(y_target), y_target))
     gradient = torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(network.parameters()))])
     jacobian, _, _ = stacked_jacobian(problem, network, y_target)
@@ -139,9 +124,9 @@ def test_gauss_newton_solves_a_linear_least_squares_problem_in_one_step():
     design = loop_jacobian(problem, network, y_target)  # y = design @ theta (linear, so the Jacobian is exact)
     best_theta = np.linalg.lstsq(design, y_target.flatten().numpy(), rcond=None)[0]
     best_loss = 0.5 * np.sum((design @ best_theta - y_target.flatten().numpy()) ** 2)
-    initial_loss = problem.reduce(problem.physics_loss(Step(problem, network, hig()).predict(y_target), y_target))
+    initial_loss = problem.reduce(problem.physics_loss(PlainStep(problem, network, hig()).predict(y_target), y_target))
     rule = hig(lr=1.0, kappa=1.0)
-    step = Step(problem, network, rule)
+    step = PlainStep(problem, network, rule)
     rule.training_step(step, y_target)
     loss = problem.reduce(problem.physics_loss(step.predict(y_target), y_target)).item()
     assert best_loss > 0.1 and initial_loss > 2 * best_loss  # over-determined, and not solved at the start
@@ -198,7 +183,7 @@ def test_a_non_finite_jacobian_gives_nan_weights_for_the_divergence_check():
     with torch.no_grad():
         network.layers[1].weight[0, 0] = float("nan")  # a diverged weight
     rule = hig()
-    result = rule.training_step(Step(problem, network, rule), y_target)
+    result = rule.training_step(PlainStep(problem, network, rule), y_target)
     assert all(p.isnan().all() for p in network.parameters())
     assert result["stats"]["sv_kept"] == 0
 

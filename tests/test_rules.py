@@ -6,19 +6,23 @@ import copy
 import functools
 import itertools
 import math
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
+from conftest import compose_config, options
 from hydra.utils import instantiate
 
-from conftest import compose_config, options
 from sip_train.module import build_components
 from sip_train.physics import diffuse, poisson
 from sip_train.problems.heat import Heat
 from sip_train.problems.poisson import Poisson
-from sip_train.rules.hessian_free import HessianFree, HessianFreeRule, levenberg_marquardt_damping
+from sip_train.rules.base import PlainStep
+from sip_train.rules.hessian_free import (
+    HessianFree,
+    HessianFreeRule,
+    levenberg_marquardt_damping,
+)
 from sip_train.rules.normalized import NormalizedGradient
 from sip_train.run import ConfigError, train
 
@@ -124,10 +128,7 @@ def test_a_hessian_free_step_leaves_batch_statistics_of_the_new_weights():
     initial = copy.deepcopy(network)
     initial_loss = problem.reduce(problem.physics_loss(initial(y_target), y_target))
     rule = HessianFreeRule(functools.partial(HessianFree, cg_max_iter=5), lr=1.0)
-    optimizer = rule.make_optimizer(network.parameters())
-    step = SimpleNamespace(problem=problem, network=network, optimizer=lambda: optimizer,
-                             predict=lambda y: problem.prepare_prediction(network(problem.network_input(y)), y))
-    result = rule.training_step(step, y_target)
+    result = rule.training_step(PlainStep(problem, network, rule), y_target)
     assert result["loss"] == pytest.approx(initial_loss.item())
     assert result["stats"]["step_size"] > 0 and result["stats"]["cg_iterations"] == 5
     assert not torch.equal(network[0].weight, initial[0].weight)

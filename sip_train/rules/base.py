@@ -96,3 +96,21 @@ class UpdateRule:
 
         optimizer.step(closure=closure)
         return result
+
+
+class PlainStep:
+    """`StepInterface` without a trainer: plain `loss.backward()` and the rule's bare optimizer, for bare
+    training loops (benchmarks, tests) that drive `rule.training_step` themselves."""
+
+    def __init__(self, problem: InverseProblem, network: nn.Module, rule: UpdateRule) -> None:
+        self.problem, self.network = problem, network
+        self._optimizer = rule.make_optimizer(network.parameters())
+
+    def predict(self, y_target: torch.Tensor) -> torch.Tensor:
+        return self.problem.prepare_prediction(self.network(self.problem.network_input(y_target)), y_target)
+
+    def manual_backward(self, loss: torch.Tensor, create_graph: bool = False) -> None:
+        loss.backward(create_graph=create_graph)
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self._optimizer
