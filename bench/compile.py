@@ -1,19 +1,25 @@
 """compile=true against eager: step time, compile time and the difference of results, per problem and rule.
 
-`compile=true` is `sip_train.module.compile_components`: torch.compile of the network (in place) and of the
-problem's `simulate` and `inverse_update`. For each (problem, rule) two bare loops (bench/_loops.py's
+`compile=true` compiles the whole update (`sip_train.module.CompiledUpdate`: the rule's `loss`, backward and
+the optimizer step under one torch.compile) for rules that update by `loss`, backward and a step (adam, sip,
+...); the network and the physics alone (`compile_components`) are what it compiled before, and what rules
+with their own training step still get. For each (problem, rule) three bare loops (bench/_loops.py's
 `BareLoop`, the training step of the module without Lightning) start from the same weights and see the same
-batches, one compiled:
+batches: eager, network + physics compiled, whole update compiled.
 
-1. results: loss, prediction and gradients of the first step on the same batch, compiled against eager and
-   both against the same step in float64 (network and physics). Compiling is within round-off when its error
-   against float64 is at most twice the eager float32 error (or twice 8 float32 ulps), for each of the three.
-   Also the loss after `--compare-steps` steps of each (Adam amplifies round-off differences of near-zero
+1. results: loss, prediction and gradients of the first update on the same batch, whole-update compiled against
+   eager and both against the same step in float64 (network and physics). Compiling is within round-off when its
+   error against float64 is at most twice the eager float32 error (or 8 float32 ulps), for each of the three.
+   Also the loss after `--compare-steps` updates of each (Adam amplifies round-off differences of near-zero
    gradients, so later steps drift apart slowly; the first step is the test);
-2. compile time: the first compiled step minus the first eager step;
+2. compile time: the first whole-update compiled step minus the first eager step;
 3. speed: after those steps, `--blocks` interleaved samples of `--block` steps each.
 
-    python bench/compile.py --problems poisson heat --batch 16 --blocks 20 --threads 1 --write BENCHMARKS.md
+`--batch` and `--resolution` size the grid problems (poisson, heat); the others run at their config's (paper)
+sizes.
+
+    python bench/compile.py --problems sine exp wavepacket oscillators poisson heat --resolution 32 --batch 16 \
+        --blocks 20 --block 20 --threads 1 --write BENCHMARKS.md
 """
 from __future__ import annotations
 
@@ -31,19 +37,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _loops  # noqa: E402
 import overhead  # noqa: E402
 from _report import markdown_table, provenance, write_section  # noqa: E402
+from sip_train.module import CompiledUpdate, update_compile_options  # noqa: E402
 
 QUANTITIES = ("loss", "prediction", "gradients")
+VARIANTS = ("eager", "network + physics", "whole update")
 ROUND_OFF_FACTOR = 2.0  # compiled error vs float64 may be this multiple of the eager float32 error ...
 ULPS = 8 * torch.finfo(torch.float32).eps  # ... or of a few float32 ulps, when eager happens to be closer
 
 
+class WholeLoop(_loops.BareLoop):
+    """The bare loop with each update made by the module's compiled whole update (`CompiledUpdate`)."""
+
+    def __init__(self, cfg, device: torch.device) -> None:
+        super().__init__(cfg, device)
+        self.update = CompiledUpdate(self, self.rule, self.optimizer, update_compile_options({}, device))
+
+    def step(self) -> torch.Tensor:
+        _, y_target = self.data.train_batch(self.step_index, self.device)
+        self.step_index += 1
+        return self.update(y_target)["loss"]
+
+
 def first_step(loop: _loops.BareLoop, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Loss, prediction and parameter gradients of one step on y_target, without the update."""
-    x = loop.predict(y_target)
-    per_example, _ = loop.rule.objective(loop.problem, x, y_target)
-    loss = loop.problem.reduce(per_example)
-    loop.optimizer.zero_grad()
-    loss.backward()
+    """Loss, prediction and parameter gradients of the first update, on y_target."""
+    if isinstance(loop, WholeLoop):
+        result = loop.update(y_target)
+        loss, x = result["loss"], result["x"]
+    else:
+        x = loop.predict(y_target)
+        per_example, _ = loop.rule.objective(loop.problem, x, y_target)
+        loss = loop.problem.reduce(per_example)
+        loop.optimizer.zero_grad()
+        loss.backward()
+        loop.optimizer.step()
     gradients = torch.cat([p.grad.flatten() for p in loop.network.parameters()])
     return {"loss": loss.detach(), "prediction": x.detach(), "gradients": gradients}
 
@@ -65,40 +91,49 @@ def relative_difference(compiled: torch.Tensor, eager: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(compiled - eager) / torch.linalg.vector_norm(eager).clamp_min(1e-30))
 
 
-def compare(problem: str, rule: str, resolution: int, batch: int, args: argparse.Namespace) -> dict:
-    """Eager vs compiled bare loops of one (problem, rule): differences, compile time, step-time samples."""
-    torch._dynamo.reset()  # each pair compiles afresh; no cache entries of earlier problems count
+def compare(problem: str, rule: str, resolution: int | None, batch: int | None, args: argparse.Namespace) -> dict:
+    """Eager, network + physics compiled and whole update compiled bare loops of one (problem, rule): differences
+    of the whole-update compile, its compile time, step-time samples of each."""
+    torch._dynamo.reset()  # each (problem, rule) compiles afresh; no cache entries of earlier problems count
     device = _loops.device_of(args.device)
     sync = _loops.synchronizer(device)
     with tempfile.TemporaryDirectory() as scratch:
-        eager, compiled = (_loops.BareLoop(_loops.run_config(problem, rule, resolution, batch, 1, Path(scratch),
-                                                                 args, f"compile={flag}"), device)
-                           for flag in ("false", "true"))
+        def config(flag: str):
+            return _loops.run_config(problem, rule, resolution, batch, 1, Path(scratch), args, f"compile={flag}")
+
+        loops = {"eager": _loops.BareLoop(config("false"), device),
+                 "network + physics": _loops.BareLoop(config("true"), device),
+                 "whole update": WholeLoop(config("true"), device)}
+    eager = loops["eager"]
     _, y_target = eager.data.train_batch(0, device)
     first: dict[str, dict[str, torch.Tensor]] = {"float64": float64_first_step(eager, y_target)}
     seconds: dict[str, float] = {}
-    for name, loop in (("eager", eager), ("compiled", compiled)):
+    for name, loop in loops.items():
         sync()
         start = time.perf_counter()
         first[name] = first_step(loop, y_target)
         sync()
         seconds[name] = time.perf_counter() - start
-    losses = {"eager": [], "compiled": []}
-    for _ in range(args.compare_steps):
-        losses["eager"].append(eager.step())
-        losses["compiled"].append(compiled.step())
-    samples = {"eager": [], "compiled": []}
+        loop.step_index = 1  # the first update was on batch 0
+    losses: dict[str, torch.Tensor] = {}
+    for name, loop in loops.items():
+        for _ in range(args.compare_steps):
+            losses[name] = loop.step()
+    samples: dict[str, list[float]] = {name: [] for name in loops}
+    names = list(loops)
     for round_index in range(args.blocks):
-        order = (("eager", eager), ("compiled", compiled))
-        for name, loop in order if round_index % 2 == 0 else order[::-1]:
-            samples[name].append(_loops.time_block(loop.step, args.block, sync))
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(_loops.time_block(loops[name].step, args.block, sync))
+    whole = "whole update"
     return {
+        "size": overhead.size_label(resolution, eager.data.batch_size),
         "samples": samples,
-        "compile_s": seconds["compiled"] - seconds["eager"],
-        "differences": {key: relative_difference(first["compiled"][key], first["eager"][key]) for key in QUANTITIES},
+        "compile_s": seconds[whole] - seconds["eager"],
+        "differences": {key: relative_difference(first[whole][key], first["eager"][key]) for key in QUANTITIES},
         "errors": {name: {key: relative_difference(first[name][key].double(), first["float64"][key])
-                          for key in QUANTITIES} for name in ("eager", "compiled")},
-        "drift": relative_difference(losses["compiled"][-1], losses["eager"][-1]),
+                          for key in QUANTITIES} for name in ("eager", whole)},
+        "drift": relative_difference(losses[whole], losses["eager"]),
     }
 
 
@@ -106,36 +141,42 @@ def table(results: dict, compare_steps: int) -> str:
     """One row per (problem, rule, size)."""
     rows = []
     for (problem, rule, size), result in results.items():
-        eager, compiled = (_loops.spread(result["samples"][name])[0] for name in ("eager", "compiled"))
+        medians = {name: _loops.spread(result["samples"][name])[0] for name in VARIANTS}
         errors = result["errors"]
-        within = all(errors["compiled"][k] <= ROUND_OFF_FACTOR * max(errors["eager"][k], ULPS) for k in QUANTITIES)
-        rows.append([problem, rule, size, _loops.fmt(result["samples"]["eager"]),
-                     _loops.fmt(result["samples"]["compiled"]), f"{eager / compiled:.2f}x",
+        within = all(errors["whole update"][k] <= ROUND_OFF_FACTOR * max(errors["eager"][k], ULPS)
+                     for k in QUANTITIES)
+        rows.append([problem, rule, size, *(_loops.fmt(result["samples"][name]) for name in VARIANTS),
+                     *(f"{medians['eager'] / medians[name]:.2f}x" for name in VARIANTS[1:]),
                      f"{result['compile_s']:.1f}", ", ".join(f"{result['differences'][k]:.1e}" for k in QUANTITIES),
                      ", ".join(f"{errors['eager'][k]:.1e}" for k in QUANTITIES),
-                     ", ".join(f"{errors['compiled'][k]:.1e}" for k in QUANTITIES),
+                     ", ".join(f"{errors['whole update'][k]:.1e}" for k in QUANTITIES),
                      "✓" if within else "✗", f"{result['drift']:.1e}"])
     return markdown_table(
-        ["problem", "rule", "grid, batch", "eager step ms [IQR]", "compiled step ms [IQR]", "speed-up",
-         "compile time (s)", "step 1: compiled vs eager (loss, prediction, gradients)", "eager vs float64",
-         "compiled vs float64", f"within round-off (≤ {ROUND_OFF_FACTOR:g}x eager's error or 8 ulps)",
-         f"loss diff after {compare_steps} steps"], rows)
+        ["problem", "rule", "size", "eager step ms [IQR]", "network + physics compiled ms [IQR]",
+         "whole update compiled ms [IQR]", "speed-up network + physics", "speed-up whole update",
+         "compile time (s)", "step 1: whole vs eager (loss, prediction, gradients)", "eager vs float64",
+         "whole vs float64", f"within round-off (≤ {ROUND_OFF_FACTOR:g}x eager's error or 8 ulps)",
+         f"loss diff after {compare_steps + 1} updates"], rows)
 
 
 def section(results: dict, args: argparse.Namespace, skipped: list[str]) -> str:
     """The `compile` section of BENCHMARKS.md."""
     device = "GPU" if args.device == "cuda" else "CPU"
     return "\n".join([
-        "## compile=true: torch.compile of the network and the physics",
+        "## compile=true: the whole update compiled",
         "",
-        f"{device}; bare training loop (no Lightning), eager vs `compile_components` from the same weights and "
-        f"data. Step times: {args.blocks} interleaved samples of {args.block} step(s) after {args.compare_steps} "
-        "steps of each (which include compilation). Speed-up = eager / compiled median. Differences are |a - b| / |b| "
-        "(2-norm) on the same first batch for the loss, the prediction and the parameter gradients, compiled vs "
-        "eager and each vs the same step in float64 (network and physics); the last column compares the losses "
-        f"after {args.compare_steps} steps of each. Compile time is the first compiled step minus the first eager "
-        "step; it depends on Inductor's on-disk cache (a few seconds when an earlier run left it warm, tens of "
-        "seconds per graph when cold)."
+        f"{device}; bare training loops (no Lightning) from the same weights and data: eager, the network and the "
+        "physics compiled (`compile_components`, what compile=true did before and still does for rules with their "
+        "own training step), and the whole update compiled (`CompiledUpdate`: network, physics, objective and "
+        "backward, then the optimizer step; torch breaks the graph around `Optimizer.step` on purpose, so that is "
+        f"a second graph). Inductor, mode {update_compile_options({}, _loops.device_of(args.device)).get('mode', 'default')}. "
+        f"Step times: {args.blocks} rotating interleaved samples of {args.block} update(s) after "
+        f"{args.compare_steps + 1} updates of each (which include compilation); speed-up = eager / compiled median. "
+        "Differences are |a - b| / |b| (2-norm) on the same first batch for the loss, the prediction and the "
+        "parameter gradients, whole-update compiled vs eager and each vs the same step in float64 (network and "
+        f"physics); the last column compares the losses after {args.compare_steps + 1} updates of each. Compile "
+        "time is the first whole-update step minus the first eager step; it depends on Inductor's on-disk cache "
+        "(a few seconds when an earlier run left it warm, tens of seconds per graph when cold)."
         + (f" Not measured: {', '.join(skipped)}." if skipped else ""),
         "",
         table(results, args.compare_steps) if results else "not run",
@@ -147,7 +188,7 @@ def section(results: dict, args: argparse.Namespace, skipped: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     overhead.add_arguments(parser, blocks=20, block=1, device="cpu")
-    parser.set_defaults(problems=["poisson", "heat"])
+    parser.set_defaults(problems=["sine", "exp", "wavepacket", "oscillators", "poisson", "heat"])
     parser.add_argument("--rules", nargs="+", default=list(overhead.RULES))
     parser.add_argument("--compare-steps", type=int, default=5, help="steps of each before timing")
     args = parser.parse_args()
@@ -158,9 +199,10 @@ def main() -> None:
     results = {}
     for problem in problems:
         resolution, batch = overhead.sizes(problem, args)
+        batch = batch if _loops.is_grid_problem(problem) else None  # --batch sizes the grid problems only
         for rule in args.rules:
-            size = overhead.size_label(resolution, batch)
-            results[problem, rule, size] = compare(problem, rule, resolution, batch, args)
+            result = compare(problem, rule, resolution, batch, args)
+            results[problem, rule, result["size"]] = result
             print(table({k: v for k, v in results.items() if k[:2] == (problem, rule)}, args.compare_steps), flush=True)
     text = section(results, args, missing)
     print(text)
