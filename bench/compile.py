@@ -3,16 +3,17 @@
 `compile=true` compiles the whole update (`sip_train.module.CompiledUpdate`: the rule's `loss`, backward and
 the optimizer step under one torch.compile) for rules that update by `loss`, backward and a step (adam, sip,
 ...); the network and the physics alone (`compile_components`) are what it compiled before, and what rules
-with their own training step still get. For each (problem, rule) three bare loops (bench/_loops.py's
+with their own training step still get; with SIP's Gauss-Newton inverse (which differentiates the physics
+twice, unsupported compiled) only the network. For each (problem, rule) bare loops (bench/_loops.py's
 `BareLoop`, the training step of the module without Lightning) start from the same weights and see the same
-batches: eager, network + physics compiled, whole update compiled.
+batches: eager, network + physics compiled (where that runs), and what compile=true compiles for the rule.
 
-1. results: loss, prediction and gradients of the first update on the same batch, whole-update compiled against
-   eager and both against the same step in float64 (network and physics). Compiling is within round-off when its
+1. results: loss, prediction and gradients of the first update on the same batch, compile=true against eager
+   and both against the same step in float64 (network and physics). Compiling is within round-off when its
    error against float64 is at most twice the eager float32 error (or 8 float32 ulps), for each of the three.
    Also the loss after `--compare-steps` updates of each (Adam amplifies round-off differences of near-zero
    gradients, so later steps drift apart slowly; the first step is the test);
-2. compile time: the first whole-update compiled step minus the first eager step;
+2. compile time: the first compile=true step minus the first eager step;
 3. speed: after those steps, `--blocks` interleaved samples of `--block` steps each.
 
 `--batch` and `--resolution` size the grid problems (poisson, heat); the others run at their config's (paper)
@@ -37,10 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _loops  # noqa: E402
 import overhead  # noqa: E402
 from _report import markdown_table, provenance, write_section  # noqa: E402
-from sip_train.module import CompiledUpdate, update_compile_options  # noqa: E402
+from sip_train.module import (CompiledUpdate, compile_components, differentiates_physics_twice,  # noqa: E402
+                              update_compile_options)
 
 QUANTITIES = ("loss", "prediction", "gradients")
-VARIANTS = ("eager", "network + physics", "whole update")
+VARIANTS = ("eager", "network + physics", "compile=true")
+COMPILED = "compile=true"
+#: What the network + physics column says where that variant is not run, by what compile=true compiles.
+NOT_RUN = {"network only": "fails (double backward)", "network + physics": "= compile=true"}
 ROUND_OFF_FACTOR = 2.0  # compiled error vs float64 may be this multiple of the eager float32 error ...
 ULPS = 8 * torch.finfo(torch.float32).eps  # ... or of a few float32 ulps, when eager happens to be closer
 
@@ -50,7 +55,27 @@ class WholeLoop(_loops.BareLoop):
 
     def __init__(self, cfg, device: torch.device) -> None:
         super().__init__(cfg, device)
+        compile_components(self.problem, self.network)
         self.update = CompiledUpdate(self, self.rule, self.optimizer, update_compile_options({}, device))
+
+
+def compiled_loops(problem: str, rule: str, resolution: int | None, batch: int | None, args: argparse.Namespace,
+                   device: torch.device) -> tuple[dict[str, _loops.BareLoop], str]:
+    """The eager loop, the network and physics compiled (unless the rule differentiates the physics twice, which
+    fails compiled) and what compile=true compiles for the rule (as `InverseProblemModule` decides); and what
+    compile=true compiled."""
+    with tempfile.TemporaryDirectory() as scratch:
+        cfg = _loops.run_config(problem, rule, resolution, batch, 1, Path(scratch), args)
+    eager = _loops.BareLoop(cfg, device)
+    if differentiates_physics_twice(eager.rule, eager.problem):
+        network_only = _loops.BareLoop(cfg, device)
+        compile_components(network_only.problem, network_only.network, physics=False)
+        return {"eager": eager, COMPILED: network_only}, "network only"
+    parts = _loops.BareLoop(cfg, device)
+    compile_components(parts.problem, parts.network)
+    if not eager.rule.updates_by_loss:
+        return {"eager": eager, COMPILED: parts}, "network + physics"
+    return {"eager": eager, "network + physics": parts, COMPILED: WholeLoop(cfg, device)}, "whole update"
 
     def step(self) -> torch.Tensor:
         _, y_target = self.data.train_batch(self.step_index, self.device)
@@ -92,18 +117,12 @@ def relative_difference(compiled: torch.Tensor, eager: torch.Tensor) -> float:
 
 
 def compare(problem: str, rule: str, resolution: int | None, batch: int | None, args: argparse.Namespace) -> dict:
-    """Eager, network + physics compiled and whole update compiled bare loops of one (problem, rule): differences
-    of the whole-update compile, its compile time, step-time samples of each."""
+    """Eager, network + physics compiled and compile=true bare loops of one (problem, rule): differences of
+    compile=true, its compile time, step-time samples of each."""
     torch._dynamo.reset()  # each (problem, rule) compiles afresh; no cache entries of earlier problems count
     device = _loops.device_of(args.device)
     sync = _loops.synchronizer(device)
-    with tempfile.TemporaryDirectory() as scratch:
-        def config(flag: str):
-            return _loops.run_config(problem, rule, resolution, batch, 1, Path(scratch), args, f"compile={flag}")
-
-        loops = {"eager": _loops.BareLoop(config("false"), device),
-                 "network + physics": _loops.BareLoop(config("true"), device),
-                 "whole update": WholeLoop(config("true"), device)}
+    loops, scope = compiled_loops(problem, rule, resolution, batch, args, device)
     eager = loops["eager"]
     _, y_target = eager.data.train_batch(0, device)
     first: dict[str, dict[str, torch.Tensor]] = {"float64": float64_first_step(eager, y_target)}
@@ -125,9 +144,10 @@ def compare(problem: str, rule: str, resolution: int | None, batch: int | None, 
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             samples[name].append(_loops.time_block(loops[name].step, args.block, sync))
-    whole = "whole update"
+    whole = COMPILED
     return {
         "size": overhead.size_label(resolution, eager.data.batch_size),
+        "scope": scope,
         "samples": samples,
         "compile_s": seconds[whole] - seconds["eager"],
         "differences": {key: relative_difference(first[whole][key], first["eager"][key]) for key in QUANTITIES},
@@ -141,21 +161,23 @@ def table(results: dict, compare_steps: int) -> str:
     """One row per (problem, rule, size)."""
     rows = []
     for (problem, rule, size), result in results.items():
-        medians = {name: _loops.spread(result["samples"][name])[0] for name in VARIANTS}
+        samples = result["samples"]
+        medians = {name: _loops.spread(samples[name])[0] for name in VARIANTS if name in samples}
         errors = result["errors"]
-        within = all(errors["whole update"][k] <= ROUND_OFF_FACTOR * max(errors["eager"][k], ULPS)
-                     for k in QUANTITIES)
-        rows.append([problem, rule, size, *(_loops.fmt(result["samples"][name]) for name in VARIANTS),
-                     *(f"{medians['eager'] / medians[name]:.2f}x" for name in VARIANTS[1:]),
+        within = all(errors[COMPILED][k] <= ROUND_OFF_FACTOR * max(errors["eager"][k], ULPS) for k in QUANTITIES)
+        rows.append([problem, rule, size, result["scope"],
+                     *(_loops.fmt(samples[name]) if name in samples else NOT_RUN[result["scope"]]
+                       for name in VARIANTS),
+                     *(f"{medians['eager'] / medians[name]:.2f}x" if name in medians else "-" for name in VARIANTS[1:]),
                      f"{result['compile_s']:.1f}", ", ".join(f"{result['differences'][k]:.1e}" for k in QUANTITIES),
                      ", ".join(f"{errors['eager'][k]:.1e}" for k in QUANTITIES),
-                     ", ".join(f"{errors['whole update'][k]:.1e}" for k in QUANTITIES),
+                     ", ".join(f"{errors[COMPILED][k]:.1e}" for k in QUANTITIES),
                      "✓" if within else "✗", f"{result['drift']:.1e}"])
     return markdown_table(
-        ["problem", "rule", "size", "eager step ms [IQR]", "network + physics compiled ms [IQR]",
-         "whole update compiled ms [IQR]", "speed-up network + physics", "speed-up whole update",
-         "compile time (s)", "step 1: whole vs eager (loss, prediction, gradients)", "eager vs float64",
-         "whole vs float64", f"within round-off (≤ {ROUND_OFF_FACTOR:g}x eager's error or 8 ulps)",
+        ["problem", "rule", "size", "compile=true compiles", "eager step ms [IQR]",
+         "network + physics compiled ms [IQR]", "compile=true ms [IQR]", "speed-up network + physics",
+         "speed-up compile=true", "compile time (s)", "step 1: compile=true vs eager (loss, prediction, gradients)",
+         "eager vs float64", "compile=true vs float64", f"within round-off (≤ {ROUND_OFF_FACTOR:g}x eager's error or 8 ulps)",
          f"loss diff after {compare_steps + 1} updates"], rows)
 
 
@@ -167,15 +189,17 @@ def section(results: dict, args: argparse.Namespace, skipped: list[str]) -> str:
         "",
         f"{device}; bare training loops (no Lightning) from the same weights and data: eager, the network and the "
         "physics compiled (`compile_components`, what compile=true did before and still does for rules with their "
-        "own training step), and the whole update compiled (`CompiledUpdate`: network, physics, objective and "
-        "backward, then the optimizer step; torch breaks the graph around `Optimizer.step` on purpose, so that is "
-        f"a second graph). Inductor, mode {update_compile_options({}, _loops.device_of(args.device)).get('mode', 'default')}. "
+        "own training step), and what compile=true compiles now: the whole update (`CompiledUpdate`: network, "
+        "physics, objective and backward, then the optimizer step; torch breaks the graph around `Optimizer.step` "
+        "on purpose, so that is a second graph), or the network only where SIP's Gauss-Newton inverse "
+        "differentiates the physics twice (compiled physics fail there: AOTAutograd has no double backward). "
+        "Inductor, mode {update_compile_options({}, _loops.device_of(args.device)).get('mode', 'default')}. "
         f"Step times: {args.blocks} rotating interleaved samples of {args.block} update(s) after "
         f"{args.compare_steps + 1} updates of each (which include compilation); speed-up = eager / compiled median. "
         "Differences are |a - b| / |b| (2-norm) on the same first batch for the loss, the prediction and the "
-        "parameter gradients, whole-update compiled vs eager and each vs the same step in float64 (network and "
+        "parameter gradients, compile=true vs eager and each vs the same step in float64 (network and "
         f"physics); the last column compares the losses after {args.compare_steps + 1} updates of each. Compile "
-        "time is the first whole-update step minus the first eager step; it depends on Inductor's on-disk cache "
+        "time is the first compile=true step minus the first eager step; it depends on Inductor's on-disk cache "
         "(a few seconds when an earlier run left it warm, tens of seconds per graph when cold)."
         + (f" Not measured: {', '.join(skipped)}." if skipped else ""),
         "",

@@ -15,6 +15,8 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from sip_train import plots
+from sip_train.inverse.auto import Auto
+from sip_train.inverse.gauss_newton import GaussNewton
 from sip_train.problems.base import InverseProblem
 from sip_train.rules.base import StepInterface, UpdateRule
 from sip_train.rules.hessian_free import HessianFreeRule
@@ -61,13 +63,21 @@ def update_compile_options(options: dict, device: torch.device) -> dict:
     return {**options, "mode": "reduce-overhead"}
 
 
-def compile_components(problem: InverseProblem, network: torch.nn.Module, options: dict | None = None) -> None:
-    """torch.compile the network (in place: state_dict keys stay the same) and the problem's physics, with
-    torch.compile's `options` (backend, mode); used by validation and by rules not compiled whole."""
+def compile_components(problem: InverseProblem, network: torch.nn.Module, options: dict | None = None,
+                       physics: bool = True) -> None:
+    """torch.compile the network (in place: state_dict keys stay the same) and, if `physics`, the problem's
+    physics, with torch.compile's `options` (backend, mode); used by validation and by rules not compiled whole."""
     options = options or {}
     network.compile(**options)
-    for hook in ("simulate", "inverse_update", "simulate_and_update"):
+    for hook in ("simulate", "inverse_update", "simulate_and_update") if physics else ():
         setattr(problem, hook, torch.compile(getattr(problem, hook), **options))
+
+
+def differentiates_physics_twice(rule: UpdateRule, problem: InverseProblem) -> bool:
+    """Whether the rule's inverse differentiates the simulator's derivatives (SIP's Gauss-Newton: J v by a double
+    vjp or forward mode), which compiled physics do not support (AOTAutograd has no double backward)."""
+    inverse = getattr(rule, "inverse", None)
+    return isinstance(inverse.choose(problem) if isinstance(inverse, Auto) else inverse, GaussNewton)
 
 
 class CompiledUpdate:
@@ -142,12 +152,7 @@ class InverseProblemModule(LightningModule):
                                    "compile": compile if isinstance(compile, bool) else self.compile_options,
                                    "updates_per_step": updates_per_step})
         self.problem, self.network, self.rule = build_components(blocks["problem"], blocks["optimizer"], blocks["network"], seed)
-        if self.compile_options is not None and (self.rule.create_graph or isinstance(self.rule, HessianFreeRule)):
-            log.info("compile: %s back-propagates through a gradient, which torch.compile does not support; "
-                     "it runs eager", type(self.rule).__name__)
-            self.compile_options = None
-        if self.compile_options is not None:
-            compile_components(self.problem, self.network, self.compile_options)
+        self._compile_whole = self.compile_options is not None and self._compile_parts()
         self.automatic_optimization = False
         self.updates_per_step = updates_per_step
         self._direct = False  # see on_train_start
@@ -181,17 +186,35 @@ class InverseProblemModule(LightningModule):
         # callback here uses; small problems skip them (per update they cost as much as the update itself).
         self._direct = (type(self.trainer.strategy) is SingleDeviceStrategy
                         and type(self.trainer.precision_plugin) is Precision)
-        if self.compile_options is not None:
+        if self._compile_whole:
             self._compile_update()
 
-    def _compile_update(self) -> None:
-        """compile=true: compile the whole update where it is `rule.loss`, backward and a step of the torch
-        optimizer (the direct path), else keep the network and the physics compiled; say which in one line."""
-        options = update_compile_options(self.compile_options, self.device)
+    def _compile_parts(self) -> bool:
+        """compile=true at construction: compile what torch.compile supports for this rule (the network and the
+        physics, the network only, or nothing), saying so in one line unless the whole update may be compiled
+        at the start of training (returns whether it may)."""
         rule = type(self.rule).__name__
+        if self.rule.create_graph or isinstance(self.rule, HessianFreeRule):
+            log.info("compile: %s back-propagates through a gradient, which torch.compile does not support; "
+                     "it runs eager", rule)
+            return False
+        if differentiates_physics_twice(self.rule, self.problem):
+            compile_components(self.problem, self.network, self.compile_options, physics=False)
+            log.info("compile: %s's Gauss-Newton inverse differentiates the physics twice, which torch.compile does "
+                     "not support; compiled the network only", rule)
+            return False
+        compile_components(self.problem, self.network, self.compile_options)
         if not self.rule.updates_by_loss:
             log.info("compile: %s updates by its own training step; compiled the network and the physics only", rule)
-        elif not self._direct:
+            return False
+        return True
+
+    def _compile_update(self) -> None:
+        """compile=true at the start of training: compile the whole update where the optimizer is stepped directly
+        (one device, 32-bit), else keep the network and the physics compiled; say which in one line."""
+        options = update_compile_options(self.compile_options, self.device)
+        rule = type(self.rule).__name__
+        if not self._direct:
             log.info("compile: Lightning's strategy or precision plugin steps the optimizer here; compiled the "
                      "network and the physics only")
         else:

@@ -16,6 +16,8 @@ from sip_train.config import compose_config
 from sip_train.run import ConfigError, train
 
 STEPS = ["problem=exp", "trainer.max_steps=6", "trainer.val_check_interval=3", "figure_examples=0"]
+#: Updates grouped by three per Lightning step (exp's own updates_per_step=10, cut at the log and validation steps).
+GROUPED = ["trainer.log_every_n_steps=3"]
 
 
 def _train(run_dir: Path, *overrides: str) -> tuple[list[dict], dict[str, torch.Tensor]]:
@@ -43,26 +45,28 @@ def compiled_updates(monkeypatch) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("rule, backend", [("adam", "inductor"), ("sip", "aot_eager")])
-def test_compiled_whole_update_trains_as_eager_does(rule, backend, compiled_updates, tmp_path, caplog):
-    """Every update of compile=true goes through the one compiled function, and gives the metrics and the final
-    weights of eager training to float32 round-off. Inductor (the default) for Adam; SIP through AOTAutograd
-    without Inductor (`aot_eager`), whose compile of SIP's graphs takes seconds rather than ~30 s here."""
-    eager_rows, eager_state = _train(tmp_path / "eager", f"optimizer={rule}")
+# Inductor (compile=true's default) compiles these graphs in ~30 s on a cold cache on this CPU: too slow for the
+# suite. The tests compile through Dynamo and AOTAutograd without Inductor (backend aot_eager): the same graph
+# capture, graph breaks, guards and compiled optimizer step; Inductor's numerics are measured against float64 by
+# bench/compile.py (BENCHMARKS.md "compile=true").
+@pytest.mark.parametrize("rule", ["adam", "sip"])
+def test_compiled_whole_update_trains_as_eager_does(rule, compiled_updates, tmp_path, caplog):
+    """Every update of compile=true goes through the one compiled function (three per Lightning step here), and
+    gives the metrics and the final weights of eager training to float32 round-off."""
+    eager_rows, eager_state = _train(tmp_path / "eager", f"optimizer={rule}", *GROUPED)
     assert not compiled_updates
-    setting = "compile=true" if backend == "inductor" else f"compile={{backend:{backend}}}"
     with caplog.at_level(logging.INFO, logger="sip_train.module"):
-        rows, state = _train(tmp_path / "compiled", f"optimizer={rule}", setting)
+        rows, state = _train(tmp_path / "compiled", f"optimizer={rule}", "compile={backend:aot_eager}", *GROUPED)
     assert len(compiled_updates) == 6
     assert any("compile: the whole" in record.getMessage() for record in caplog.records)
     assert [row.keys() for row in rows] == [row.keys() for row in eager_rows]
     for row, eager in zip(rows, eager_rows):
         assert row["step"] == eager["step"]
         for key in row:
-            assert float(row[key]) == pytest.approx(float(eager[key]), rel=1e-4, abs=1e-6), key
+            assert float(row[key]) == pytest.approx(float(eager[key]), rel=1e-5, abs=1e-7), key
     assert state.keys() == eager_state.keys()
     for name in state:
-        torch.testing.assert_close(state[name], eager_state[name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(state[name], eager_state[name], rtol=1e-5, atol=1e-7)
     assert any(not torch.equal(state[name], _initial(rule)[name]) for name in state)  # it did train
 
 
@@ -72,17 +76,21 @@ def _initial(rule: str) -> dict[str, torch.Tensor]:
     return {f"network.{name}": value for name, value in network.state_dict().items()}
 
 
-@pytest.mark.parametrize("rule, line", [
-    ("hig", "compile: HalfInverseGradient updates by its own training step; compiled the network and the physics "
-            "only"),
-    ("adahessian", "compile: PhysicsGradient back-propagates through a gradient, which torch.compile does not "
-                   "support; it runs eager"),
+@pytest.mark.parametrize("overrides, line", [
+    (["optimizer=hig"], "compile: HalfInverseGradient updates by its own training step; compiled the network and "
+                        "the physics only"),
+    (["optimizer=sip", "inverse=gauss_newton"], "compile: SIP's Gauss-Newton inverse differentiates the physics "
+                                                "twice, which torch.compile does not support; compiled the network only"),
+    (["optimizer=adahessian"], "compile: PhysicsGradient back-propagates through a gradient, which torch.compile "
+                               "does not support; it runs eager"),
 ])
-def test_rules_not_compiled_whole_train_and_say_so(rule, line, compiled_updates, tmp_path, caplog):
-    """HIG (its own training step, an SVD) keeps the compiled network and physics; AdaHessian (a double backward,
-    which AOTAutograd refuses) runs eager. Both train with compile=true and say which in one line at start-up."""
+def test_rules_not_compiled_whole_train_and_say_so(overrides, line, compiled_updates, tmp_path, caplog):
+    """HIG (its own training step, an SVD) keeps the compiled network and physics; SIP with Gauss-Newton (a double
+    vjp of the physics) the compiled network; AdaHessian (a double backward through the network) runs eager: each
+    would fail compiled (AOTAutograd has no double backward). All train with compile=true and say which in one
+    line at start-up."""
     with caplog.at_level(logging.INFO, logger="sip_train.module"):
-        rows, _ = _train(tmp_path, f"optimizer={rule}", "compile={backend:aot_eager}")
+        rows, _ = _train(tmp_path, *overrides, "compile={backend:aot_eager}")
     assert not compiled_updates
     assert [record.getMessage() for record in caplog.records if record.getMessage().startswith("compile:")] == [line]
     logged = [row for row in rows if "train/objective" in row]
