@@ -21,7 +21,8 @@ from _report import REPO
 import sip_train.run
 from sip_train.callbacks import StepTimer
 from sip_train.config import compose_config
-from sip_train.module import build_components, compile_components
+from sip_train.compiled import compile_components
+from sip_train.module import build_components
 from sip_train.rules.base import PlainStep
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import TINY
-from sip_train import module
+from sip_train import compiled, module
 from sip_train.config import compose_config
 from sip_train.run import ConfigError, train
 
@@ -34,13 +34,13 @@ def _train(run_dir: Path, *overrides: str) -> tuple[list[dict], dict[str, torch.
 def compiled_updates(monkeypatch) -> list[int]:
     """Counts the calls of the compiled whole update (one per training update when it is used)."""
     calls: list[int] = []
-    original = module.CompiledUpdate.__call__
+    original = compiled.CompiledUpdate.__call__
 
     def counting(self, y_target):
         calls.append(1)
         return original(self, y_target)
 
-    monkeypatch.setattr(module.CompiledUpdate, "__call__", counting)
+    monkeypatch.setattr(compiled.CompiledUpdate, "__call__", counting)
     torch._dynamo.reset()
     return calls
 
@@ -76,14 +76,20 @@ def _initial(rule: str) -> dict[str, torch.Tensor]:
     return {f"network.{name}": value for name, value in network.state_dict().items()}
 
 
-@pytest.mark.parametrize("overrides, line", [
-    (["optimizer=hig"], "compile: HalfInverseGradient updates by its own training step; compiled the network and "
-                        "the physics only"),
-    (["optimizer=sip", "inverse=gauss_newton"], "compile: SIP's Gauss-Newton inverse differentiates the physics "
-                                                "twice, which torch.compile does not support; compiled the network only"),
-    (["optimizer=adahessian"], "compile: PhysicsGradient back-propagates through a gradient, which torch.compile "
-                               "does not support; it runs eager"),
-])
+#: (overrides, the one start-up line) of rules that compile=true does not compile whole.
+NOT_WHOLE = [
+    (["optimizer=hig"],
+     "compile: HalfInverseGradient updates by its own training step; compiled the network and the physics only"),
+    (["optimizer=sip", "inverse=gauss_newton"],
+     "compile: SIP's Gauss-Newton inverse differentiates the physics twice, which torch.compile does not support; "
+     "compiled the network only"),
+    (["optimizer=adahessian"],
+     "compile: PhysicsGradient back-propagates through a gradient, which torch.compile does not support; it runs "
+     "eager"),
+]
+
+
+@pytest.mark.parametrize("overrides, line", NOT_WHOLE)
 def test_rules_not_compiled_whole_train_and_say_so(overrides, line, compiled_updates, tmp_path, caplog):
     """HIG (its own training step, an SVD) keeps the compiled network and physics; SIP with Gauss-Newton (a double
     vjp of the physics) the compiled network; AdaHessian (a double backward through the network) runs eager: each
@@ -102,10 +108,10 @@ def test_mode_uses_cuda_graphs_on_a_gpu_only():
     """Inductor on a GPU replays each update's graphs (mode reduce-overhead); on the CPU it keeps its default; a
     mode or another backend given in the config is kept as given."""
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    assert module.update_compile_options({}, cuda) == {"mode": "reduce-overhead"}
-    assert module.update_compile_options({}, cpu) == {}
-    assert module.update_compile_options({"mode": "max-autotune"}, cuda) == {"mode": "max-autotune"}
-    assert module.update_compile_options({"backend": "aot_eager"}, cuda) == {"backend": "aot_eager"}
+    assert compiled.update_compile_options({}, cuda) == {"mode": "reduce-overhead"}
+    assert compiled.update_compile_options({}, cpu) == {}
+    assert compiled.update_compile_options({"mode": "max-autotune"}, cuda) == {"mode": "max-autotune"}
+    assert compiled.update_compile_options({"backend": "aot_eager"}, cuda) == {"backend": "aot_eager"}
 
 
 @pytest.mark.parametrize("setting", ["compile={fullgraph:true}", "compile=3", "compile={mode:1}"])
