@@ -47,3 +47,23 @@ def tiny_config(tmp_path):
         return compose_config([*TINY, *overrides], run_dir)
 
     return make
+
+
+@pytest.fixture
+def wandb_unreachable(monkeypatch):
+    """W&B cannot go online: `wandb.init(mode="online")` raises `error`; other modes work. Call it with the
+    exception to raise; WANDB_MODE is set to online."""
+    from sip_train import loggers
+
+    def make(error: Exception) -> None:
+        monkeypatch.setenv("WANDB_MODE", "online")
+        real_init = loggers.wandb.init
+
+        def init(mode, **kwargs):
+            if mode == "online":
+                raise error
+            return real_init(mode=mode, **kwargs)
+
+        monkeypatch.setattr(loggers.wandb, "init", init)
+
+    return make

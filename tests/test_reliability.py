@@ -197,16 +197,8 @@ def test_wandb_mode_follows_credentials_and_the_environment(monkeypatch, tmp_pat
     assert loggers.resolve_mode("auto") == "disabled"
 
 
-def test_wandb_falls_back_to_offline_when_it_cannot_go_online(monkeypatch, tmp_path):
-    monkeypatch.setenv("WANDB_MODE", "online")
-    real_init = loggers.wandb.init
-
-    def init(mode, **kwargs):
-        if mode == "online":
-            raise TimeoutError("no network")
-        return real_init(mode=mode, **kwargs)
-
-    monkeypatch.setattr(loggers.wandb, "init", init)
+def test_wandb_falls_back_to_offline_when_it_cannot_go_online(wandb_unreachable, tmp_path):
+    wandb_unreachable(TimeoutError("no network"))
     logger = loggers.wandb_logger(save_dir=str(tmp_path), name="fallback")
     assert logger.experiment.settings.mode == "offline"
     run_id = logger.experiment.id

@@ -129,16 +129,8 @@ def test_the_offline_notice_is_one_line_with_the_sync_command():
     assert notice.endswith("`wandb sync /runs/a/wandb/offline-run-1`")
 
 
-def test_an_online_failure_says_why_in_one_line_and_logs_offline(monkeypatch, tmp_path, caplog):
-    monkeypatch.setenv("WANDB_MODE", "online")
-    real_init = loggers.wandb.init
-
-    def init(mode, **kwargs):
-        if mode == "online":
-            raise ConnectionError("api.wandb.ai unreachable\nretrying would not help")
-        return real_init(mode=mode, **kwargs)
-
-    monkeypatch.setattr(loggers.wandb, "init", init)
+def test_an_online_failure_says_why_in_one_line_and_logs_offline(wandb_unreachable, tmp_path, caplog):
+    wandb_unreachable(ConnectionError("api.wandb.ai unreachable\nretrying would not help"))
     with caplog.at_level(logging.INFO, logger="sip_train.loggers"):
         logger = loggers.wandb_logger(save_dir=str(tmp_path))
     loggers.wandb.finish()
