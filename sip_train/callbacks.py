@@ -23,7 +23,8 @@ class StepTimer(Callback):
 
     Start-to-start intervals include data generation, the update and logging, and need no
     device synchronisation: on a GPU they settle at the true throughput. Validation and
-    checkpoint time falls into a few intervals, which the median ignores.
+    checkpoint time falls into a few intervals, which the median ignores. The module writes the
+    latest one with its training metrics (time/step_ms).
     """
 
     def __init__(self) -> None:
@@ -36,9 +37,6 @@ class StepTimer(Callback):
         if self._last_start is not None and step > self._last_step:
             # per update: a Lightning step may make several (InverseProblemModule.updates_per_step)
             self.step_times_ms.append(1000 * (now - self._last_start) / (step - self._last_step))
-            updates = pl_module.updates_from(step) if hasattr(pl_module, "updates_from") else 1
-            if (step + updates) % trainer.log_every_n_steps == 0:  # a step whose logs are written
-                pl_module.log("time/step_ms", self.step_times_ms[-1])
         self._last_start, self._last_step = now, step
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -15,6 +15,7 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from sip_train import plots
+from sip_train.callbacks import StepTimer
 from sip_train.compiled import (CompiledUpdate, compile_components, compile_options, differentiates_physics_twice,
                                 update_compile_options)
 from sip_train.problems.base import InverseProblem
@@ -84,6 +85,7 @@ class InverseProblemModule(LightningModule):
         self.automatic_optimization = False
         self.updates_per_step = updates_per_step
         self._direct = False  # see on_train_start
+        self._step_timer: StepTimer | None = None  # see on_train_start
         self._compiled_update: CompiledUpdate | None = None  # see on_train_start
         self.figure_examples = figure_examples
         self.last_validated_step = -1
@@ -114,6 +116,7 @@ class InverseProblemModule(LightningModule):
         # callback here uses; small problems skip them (per update they cost as much as the update itself).
         self._direct = (type(self.trainer.strategy) is SingleDeviceStrategy
                         and type(self.trainer.precision_plugin) is Precision)
+        self._step_timer = next((c for c in self.trainer.callbacks if isinstance(c, StepTimer)), None)
         if self._compile_whole:
             self._compile_update()
 
@@ -155,12 +158,13 @@ class InverseProblemModule(LightningModule):
 
     def updates_from(self, step: int) -> int:
         """How many updates the training step starting at global step `step` makes: `updates_per_step`, fewer
-        where that would pass a log step, a validation step or max_steps (so each stays where it was)."""
+        where that would pass a validation step or max_steps (so each stays where it was; log steps are
+        written by the update that reaches them, see `_update`)."""
         trainer = self.trainer
         end = step + self.updates_per_step
-        for every in (trainer.log_every_n_steps, trainer.val_check_interval):
-            if isinstance(every, int) and every > 0:
-                end = min(end, (step // every + 1) * every)
+        every = trainer.val_check_interval
+        if isinstance(every, int) and every > 0:
+            end = min(end, (step // every + 1) * every)
         if trainer.max_steps > 0:
             end = min(end, trainer.max_steps)
         return max(end - step, 1)
@@ -199,18 +203,30 @@ class InverseProblemModule(LightningModule):
         loop._batches_that_stepped += extra
 
     def _update(self, x_true: torch.Tensor, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One update by the rule, logged on log steps."""
+        """One update by the rule; the update that reaches a log step writes the training metrics."""
         result = (self.rule.training_step(self, y_target) if self._compiled_update is None
                   else self._compiled_step(y_target))
-        # Only on the steps the loggers write (every log_every_n_steps): each self.log copies a value to
-        # the device, which on a GPU would block the step.
-        if self.global_step % self.trainer.log_every_n_steps == 0:
-            metrics = self.problem.metrics(result["x"], x_true, result["y"], y_target)
-            self.log("step", float(self.global_step))  # x-axis of every logger: updates done so far
-            self.log("train/objective", result["loss"])  # what the rule minimises (its own quantity)
-            self.log_dict({f"train/{name}": value.mean() for name, value in metrics.items()})
-            self.log_dict({f"train/{name}": value for name, value in result.get("stats", {}).items()})
+        if self.global_step % self.trainer.log_every_n_steps == 0 and self.trainer.is_global_zero:
+            self._log_training(result, x_true, y_target)
         return result
+
+    def _log_training(self, result: dict[str, torch.Tensor], x_true: torch.Tensor, y_target: torch.Tensor) -> None:
+        """Write one row of training metrics at the current global step straight to the loggers.
+
+        `self.log` would cost as much as a small problem's update per value (Lightning copies and reduces
+        each one); the row is read from the device in one transfer, and only on log steps, so the other
+        steps never wait for the device.
+        """
+        values = {"train/objective": result["loss"],  # what the rule minimises (its own quantity)
+                  **{f"train/{name}": value.mean()
+                     for name, value in self.problem.metrics(result["x"], x_true, result["y"], y_target).items()},
+                  **{f"train/{name}": value for name, value in result.get("stats", {}).items()}}
+        row = dict(zip(values, torch.stack([v.detach().float().reshape(()) for v in values.values()]).tolist()))
+        if self._step_timer is not None and self._step_timer.step_times_ms:
+            row["time/step_ms"] = self._step_timer.step_times_ms[-1]  # the latest step, per update
+        for logger in self.loggers:
+            logger.log_metrics(row, step=self.global_step)
+            logger.save()  # as Lightning does: a row on disk survives a killed run
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x_true, y_target = batch

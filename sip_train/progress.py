@@ -64,6 +64,7 @@ class StepLines(ProgressBar):
         super().__init__()
         self.every_n_steps = every_n_steps
         self._enabled = True
+        self._steps_before = 0
 
     def disable(self) -> None:
         self._enabled = False
@@ -75,9 +76,14 @@ class StepLines(ProgressBar):
         if self.every_n_steps is None:
             self.every_n_steps = max(1, trainer.max_steps // LINES_PER_RUN) if trainer.max_steps > 0 else 50
 
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
+        self._steps_before = trainer.global_step
+
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
-        done, total = trainer.global_step, trainer.max_steps
-        if self._enabled and trainer.is_global_zero and (done % self.every_n_steps == 0 or done == total):
+        # a Lightning step may make several updates (InverseProblemModule.updates_per_step): a line whenever
+        # its updates reached a multiple of every_n_steps
+        done, total, every = trainer.global_step, trainer.max_steps, self.every_n_steps
+        if self._enabled and trainer.is_global_zero and (done // every > self._steps_before // every or done == total):
             shown = step_metrics(trainer, _primary_metric(pl_module))
             steps = f"step {done}/{total}" if total > 0 else f"step {done}"
             print("  ".join([steps, *(f"{key} {value}" for key, value in shown.items())]), flush=True)

@@ -46,14 +46,14 @@ def test_lightning_advertising_and_device_lines_are_dropped_other_info_kept():
 def test_off_a_terminal_progress_is_a_line_per_step_interval_and_counts_on_after_a_resume(tiny_config, capsys,
                                                                                         caplog):
     with caplog.at_level(logging.INFO, logger="sip_train.run"):
-        train(tiny_config(*RUN, "trainer.max_steps=4"))
+        train(tiny_config(*RUN, "trainer.max_steps=4", "updates_per_step=1"))
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("  ")[0] for line in lines] == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
     assert re.fullmatch(r"step 4/4  val x_l1 [0-9.e+-]+  step time \d+ ms", lines[-1])
     banners = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training ")]
     assert len(banners) == 1 and re.fullmatch(r"training exp with adam \(mlp network\) on cpu .*; run directory .+",
                                               banners[0])
-    train(tiny_config(*RUN, "trainer.max_steps=6"))  # the same run directory: continues from step 4
+    train(tiny_config(*RUN, "trainer.max_steps=6", "updates_per_step=1"))  # the same run directory: from step 4
     assert [line.split("  ")[0] for line in capsys.readouterr().out.splitlines()] == ["step 5/6", "step 6/6"]
 
 

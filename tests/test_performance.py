@@ -72,8 +72,8 @@ def _same(a: tuple, b: tuple) -> None:
 
 
 def test_several_updates_per_step_change_nothing(one_update_per_step, tmp_path):
-    """5 updates per Lightning step (cut at log steps 4, 8, 12, validations 6, 12 and max_steps 13): the same
-    batches, weights, logged rows and validations as one update per step, to the bit."""
+    """5 updates per Lightning step (cut at validations 6, 12 and max_steps 13; log steps 4, 8, 12 fall inside
+    steps): the same batches, weights, logged rows and validations as one update per step, to the bit."""
     rows = one_update_per_step[0]
     assert [row["step"] for row in rows if row.get("train/objective")] == ["4", "8", "12"]
     assert [row["step"] for row in rows if row.get("val/x_l1")] == ["0", "6", "12", "13"]
