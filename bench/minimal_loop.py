@@ -6,7 +6,7 @@ paper's sizes; every `block` global steps its StepTimer times `block` steps of e
 the minimal loop (one generator, `problem.sample`, `rule.training_step` through the StepInterface) and the
 bare loop (sip-train's per-step data stream, objective, backward, step). All include data generation.
 
-    python bench/minimal_loop.py --blocks 30 --block 20 --threads 1 --write BENCHMARKS.md
+    python bench/minimal_loop.py --blocks 30 --block 20 --warmup 100 --threads 1 --write BENCHMARKS.md
 """
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _loops import (BareLoop, MinimalLoop, available_problems, check, fmt, lightning_vs_loops, quiet,  # noqa: E402
                     spread, trainable_rules, use_cpu_clock)
-from _report import markdown_table, provenance, write_section  # noqa: E402
+from _report import REPO, markdown_table, provenance, write_section  # noqa: E402
 
 PROBLEMS = ("sine", "exp", "wavepacket", "oscillators")
 RULES = ("adam", "sip")
@@ -31,10 +32,10 @@ def table(results: dict) -> str:
     rows = []
     for (problem, rule), result in results.items():
         minimal, bare, lightning = (spread(result[name])[0] for name in ("minimal", "bare", "lightning"))
-        rows.append([problem, rule, result["summary"]["batch_size"], fmt(result["minimal"]), fmt(result["bare"]),
+        rows.append([problem, rule, result["summary"]["batch_size"], result["block"], fmt(result["minimal"]), fmt(result["bare"]),
                      fmt(result["lightning"]), check(result["ratios"]["minimal"], TARGET),
                      check(result["ratios"]["bare"], None), f"{lightning - minimal:+.3g}", len(result["lightning"])])
-    return markdown_table(["problem", "rule", "batch", "minimal loop ms [IQR]", "bare loop ms [IQR]",
+    return markdown_table(["problem", "rule", "batch", "steps per sample", "minimal loop ms [IQR]", "bare loop ms [IQR]",
                            "train.py ms per step [IQR]", "train.py / minimal, paired [IQR]",
                            "train.py / bare, paired [IQR]", "train.py - minimal (ms)", "samples"], rows)
 
@@ -46,9 +47,10 @@ def section(args: argparse.Namespace, results: dict, missing: list[str]) -> str:
         "",
         f"CPU, {'process CPU time' if args.clock == 'cpu' else 'wall time'}, paper sizes (each problem's own "
         f"batch). `train(cfg)`{settings} runs (CSV logger, checkpoint callback, "
-        "divergence guard, logging every 10 steps, no progress bar); every "
-        f"{args.block} global steps its timer runs {args.block} steps of the minimal loop and of the bare loop in "
-        f"rotating order; {args.blocks} samples each after {args.warmup} warm-up steps. A step is one optimizer "
+        "divergence guard, logging every 10 steps, no progress bar, each problem's own `updates_per_step` and "
+        "`data.steps_per_draw`); every block of global steps (`steps per sample`: at least "
+        f"{args.block} and at least one Lightning step) its timer runs as many steps of the minimal loop and of the "
+        f"bare loop in rotating order; {args.blocks} samples each after {args.warmup} warm-up steps. A step is one optimizer "
         "update with its own batch (data generation included everywhere). Ratios are medians of paired samples "
         f"(each train.py sample over the loop's block just before it); ✓/✗ against the issue's ≤ {TARGET:g}."
         + (f" Not measured (no config): {', '.join(missing)}." if missing else ""),
@@ -82,9 +84,14 @@ def main() -> None:
     problems, missing = available_problems(args.problems)
     results = {}
     for problem in problems:
+        # a sample spans at least one Lightning step: the problem's updates_per_step, or --set's
+        updates = OmegaConf.from_dotlist([o for o in args.set if o.startswith("updates_per_step=")]).get(
+            "updates_per_step", OmegaConf.load(REPO / "conf" / "problem" / f"{problem}.yaml").get("updates_per_step", 1))
+        problem_args = argparse.Namespace(**{**vars(args), "block": max(args.block, updates)})
         for rule in trainable_rules(problem, args.rules):
-            results[problem, rule] = lightning_vs_loops(problem, rule, None, None, args,
+            results[problem, rule] = lightning_vs_loops(problem, rule, None, None, problem_args,
                                                         {"minimal": MinimalLoop, "bare": BareLoop}, *args.set)
+            results[problem, rule]["block"] = problem_args.block
             print(table({(problem, rule): results[problem, rule]}), flush=True)
     text = section(args, results, missing)
     print(text)

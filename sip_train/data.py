@@ -49,6 +49,10 @@ class SyntheticData(LightningDataModule):
         train_size: None for fresh samples every step, or N for a fixed training set of N
             examples, cycled in a new random order each pass (tiled when batch_size > N).
         seed: base seed of all data streams.
+        steps_per_draw: fresh samples only: the batches of this many consecutive steps
+            (k * steps_per_draw, ...) come from one `problem.sample` call, so small problems pay its
+            fixed cost once per draw. Each step still has its own batch, a pure function of (seed,
+            rank, step, steps_per_draw); 1 draws each step's batch alone.
     """
 
     def __init__(
@@ -59,10 +63,12 @@ class SyntheticData(LightningDataModule):
         val_batch_size: int = 128,
         train_size: int | None = None,
         seed: int = 0,
+        steps_per_draw: int = 1,
     ) -> None:
         super().__init__()
         for key, value in (("data.batch_size", batch_size), ("data.val_size", val_size),
-                           ("data.val_batch_size", val_batch_size), ("data.train_size", train_size)):
+                           ("data.val_batch_size", val_batch_size), ("data.train_size", train_size),
+                           ("data.steps_per_draw", steps_per_draw)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{key}={value!r} is invalid: must be a positive integer")
         self.problem = problem
@@ -71,7 +77,9 @@ class SyntheticData(LightningDataModule):
         self.val_batch_size = min(val_batch_size, val_size)
         self.train_size = train_size
         self.seed = seed
+        self.steps_per_draw = steps_per_draw
         self._cache: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._draw: tuple[tuple[int, torch.device, int], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_Counter(), batch_size=None)
@@ -89,8 +97,15 @@ class SyntheticData(LightningDataModule):
 
     def train_batch(self, step: int, device: torch.device, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """The training batch of a global step (a pure function of seed, rank and step)."""
-        if self.train_size is None:
+        if self.train_size is None and self.steps_per_draw == 1:
             return self.problem.sample(self.batch_size, stream_generator(device, self.seed, TRAIN_STREAM, rank, step))
+        if self.train_size is None:
+            draw, position = divmod(step, self.steps_per_draw)
+            if self._draw is None or self._draw[0] != (draw, device, rank):
+                generator = stream_generator(device, self.seed, TRAIN_STREAM, rank, draw, self.steps_per_draw)
+                self._draw = (draw, device, rank), self.problem.sample(self.batch_size * self.steps_per_draw, generator)
+            rows = slice(position * self.batch_size, (position + 1) * self.batch_size)
+            return tuple(t[rows] for t in self._draw[1])
         x_true, y_target = self._fixed_set("train", device)
         positions = step * self.batch_size + torch.arange(self.batch_size)
         passes = positions // self.train_size

@@ -175,13 +175,16 @@ class InverseProblemModule(LightningModule):
         Returns the last update's result with the loss of each update."""
         first = self.global_step
         updates = self.updates_from(first)
-        results = [self._update(*batch)]
-        for step in range(first + 1, first + updates):
-            results.append(self._update(*self.trainer.datamodule.train_batch(step, self.device, self.global_rank)))
+        result = self._update(*batch)
         if updates == 1:
-            return results[0]
+            return result
+        losses = [result["loss"]]  # only the losses are kept: earlier predictions would hold their memory
+        data, device, rank = self.trainer.datamodule, self.device, self.global_rank
+        for step in range(first + 1, first + updates):
+            result = self._update(*data.train_batch(step, device, rank))
+            losses.append(result["loss"])
         self._count_as_batches(updates - 1)
-        return {**results[-1], "loss": torch.stack([result["loss"] for result in results])}
+        return {**result, "loss": torch.stack(losses)}
 
     def _compiled_step(self, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
         """The compiled whole update, counted as one optimizer step (a global step) like `_DirectStep.step`."""

@@ -51,6 +51,7 @@ def completed(tmp_path_factory):
     ("inverse=gauss_newton", "optimizer.inverse._target_"),
     ("optimizer.optimizer._target_=torch.optim.SGD", "optimizer.optimizer._target_"),
     ("data.batch_size=2", "data.batch_size"),
+    ("data.steps_per_draw=3", "data.steps_per_draw"),
     ("data=finite", "data.train_size"),
     ("seed=1", "seed"),
     ("trainer.precision=64-true", "trainer.precision"),

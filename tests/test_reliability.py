@@ -15,8 +15,9 @@ import torch
 from conftest import REPO
 from fault_log import record
 from sip_train import exit_codes, loggers
-from sip_train.data import SyntheticData
+from sip_train.data import TRAIN_STREAM, SyntheticData, stream_generator
 from sip_train.module import InverseProblemModule
+from sip_train.problems.exp import Exp
 from sip_train.problems.poisson import Poisson
 from sip_train.run import ConfigError, train
 from sip_train.summary import read_summary
@@ -109,6 +110,20 @@ def test_ranks_draw_distinct_training_samples_and_share_the_validation_set():
     assert torch.cdist(validation.flatten(1), training.flatten(1)).min() > 1e-3  # disjoint from training data
 
 
+def test_batches_drawn_together_are_each_a_pure_function_of_the_step():
+    """steps_per_draw=5: steps 5-9 are the rows of one sample call, in whatever order steps are asked for
+    (a resume mid-draw), distinct per step and per rank."""
+    cpu = torch.device("cpu")
+    data = SyntheticData(Exp(), batch_size=4, val_size=4, seed=0, steps_per_draw=5)
+    forward = [data.train_batch(step, cpu)[0] for step in range(12)]
+    backward = [data.train_batch(step, cpu)[0] for step in reversed(range(12))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward))
+    assert torch.unique(torch.cat(forward)).numel() == 48
+    one_call = Exp().sample(20, stream_generator(cpu, 0, TRAIN_STREAM, 0, 1, 5))[0]
+    assert torch.equal(torch.cat(forward[5:10]), one_call)
+    assert not torch.equal(data.train_batch(3, cpu, 1)[0], forward[3])
+
+
 def test_a_finite_training_set_cycles_through_every_example():
     data = SyntheticData(Poisson(resolution=8), batch_size=3, val_size=4, train_size=6, seed=0)
     seen = torch.cat([data.train_batch(step, torch.device("cpu"))[0] for step in range(2)])
@@ -122,6 +137,7 @@ def test_a_finite_training_set_cycles_through_every_example():
         ("optimizer.lr=-1", "optimizer.lr=-1 is invalid: must be a positive number"),
         ("data.batch_size=1.5", "data.batch_size=1.5 is invalid: must be an integer"),
         ("data.batch_size=0", "data.batch_size=0 is invalid: must be a positive integer"),
+        ("data.steps_per_draw=0", "data.steps_per_draw=0 is invalid: must be a positive integer"),
         ("problem.resolution=abc", "problem.resolution='abc' is invalid: must be an integer"),
         ("network.batch_norm=maybe", "network.batch_norm='maybe' is invalid: must be true or false"),
         ("experiment=paper_fig6_fluid optimizer=sgd",
