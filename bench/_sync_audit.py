@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import tempfile
 import traceback
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -19,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 from _loops import BareLoop, device_of, replaced_step_timer, run_config
 from _report import REPO, markdown_table
 import sip_train.run
-from sip_train.callbacks import StepTimer
+from sip_train.callbacks import DivergenceGuard, StepTimer
 
 HOST_READS = {"item", "__bool__", "__int__", "__float__", "__index__", "tolist", "numpy", "cpu", "__format__",
               "__repr__"}
@@ -132,28 +134,66 @@ def sync_audit(device: torch.device, recorder: SyncRecorder) -> contextlib.Abstr
     return CudaSyncAudit(recorder) if device.type == "cuda" else HostReadAudit(recorder)
 
 
+def wrap_method(owner: object, name: str, around: Callable[[], contextlib.AbstractContextManager]) -> None:
+    """Make `owner.name(...)` run inside a fresh `around()` context (an instance attribute over the method)."""
+    method = getattr(owner, name)
+
+    @functools.wraps(method)
+    def wrapped(*args, **kwargs):
+        with around():
+            return method(*args, **kwargs)
+
+    setattr(owner, name, wrapped)
+
+
 class AuditTimer(StepTimer):
-    """The run's StepTimer, which audits every step from the second on and labels the phases."""
+    """The run's StepTimer, which audits every update from the second on, per phase: the training step
+    (data, update, Lightning's hooks: counted per update, so several updates per Lightning step count
+    each), the training log write of a log step, the divergence guard's device read, and validation with
+    its checkpoint."""
 
     def __init__(self, recorder: SyncRecorder) -> None:
         super().__init__()
         self.recorder = recorder
-        self.audited_steps = 0
-        self.validations = 0
+        self.counts: Counter[str] = Counter()
         self._audit: contextlib.AbstractContextManager | None = None
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if self._audit is None and trainer.global_step >= 1:
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        guard = next(c for c in trainer.callbacks if isinstance(c, DivergenceGuard))
+        wrap_method(pl_module, "_update", lambda: self._update(pl_module))
+        wrap_method(pl_module, "_log_training", lambda: self._phase("log write"))
+        wrap_method(guard, "_state", lambda: self._phase("divergence check"))
+
+    @contextlib.contextmanager
+    def _update(self, pl_module):
+        if self._audit is None and pl_module.global_step >= 1:
             self._audit = sync_audit(pl_module.device, self.recorder)
             self._audit.__enter__()
         if self._audit is not None:
             self.recorder.phase = "training step"
-            self.audited_steps += 1
+            self.counts["training step"] += 1
+        yield
+
+    @contextlib.contextmanager
+    def _phase(self, phase: str):
+        before = self.recorder.phase
+        if self._audit is not None:
+            self.recorder.phase = phase
+            self.counts[phase] += 1
+        try:
+            yield
+        finally:
+            self.recorder.phase = before
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._audit is not None:
+            self.recorder.phase = "training step"
         super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self.recorder.phase = "validation and checkpoint"
-        self.validations += 1
+        self.counts["validation and checkpoint"] += self._audit is not None
         super().on_validation_start(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -164,8 +204,9 @@ class AuditTimer(StepTimer):
 
 def audit_configuration(problem: str, rule: str, resolution: int, batch: int,
                         args: argparse.Namespace) -> dict[str, Counter]:
-    """Synchronising calls per training step, per validation, and per bare-loop step of one (problem, rule),
-    through two log steps, three divergence checks and one validation."""
+    """Synchronising calls per training update, per log write, per divergence check, per validation, and per
+    bare-loop step of one (problem, rule), through two log steps, three divergence checks and one validation,
+    with the problem's own updates_per_step."""
     steps = 2 * 10 + 6  # log_every_n_steps and divergence_check_every are 10; validation at step 25
     device = device_of(args.device)
     recorder = SyncRecorder(skip_host_state=device.type == "cpu")
@@ -186,8 +227,7 @@ def audit_configuration(problem: str, rule: str, resolution: int, batch: int,
     with sync_audit(device, recorder):
         for _ in range(bare_steps):
             bare.step()
-    per = {"training step": timer.audited_steps, "validation and checkpoint": max(timer.validations, 1),
-           "bare-loop step": bare_steps}
+    per = {**timer.counts, "bare-loop step": bare_steps}
     rates: dict[str, Counter] = {}
     for (phase, operation, site, via), count in recorder.calls.items():
         rates.setdefault(phase, Counter())[operation, site, via] = count / per[phase]
@@ -214,31 +254,57 @@ def audit_table(audits: dict[tuple[str, str], dict[str, Counter]]) -> str:
 
 
 class SyncFreeSteps(StepTimer):
-    """The run's StepTimer, which forbids host-device synchronisation around every training step after
-    `warmup` that neither logs nor checks for divergence: `torch.cuda.set_sync_debug_mode("error")` on a GPU
-    (a synchronising call raises, and the run fails with its stack), the CPU stand-in otherwise."""
+    """The run's StepTimer, which forbids host-device synchronisation in every training step after `warmup`
+    updates except in its log writes and the divergence check at its end: `torch.cuda.set_sync_debug_mode
+    ("error")` on a GPU (a synchronising call raises, and the run fails with its stack), the CPU stand-in
+    otherwise. Counts the updates it checked (several per Lightning step with updates_per_step > 1)."""
 
-    def __init__(self, warmup: int, check_every: int) -> None:
+    def __init__(self, warmup: int) -> None:
         super().__init__()
-        self.warmup, self.check_every = warmup, check_every
+        self.warmup = warmup
         self.checked_steps = 0
         self._forbidden: contextlib.AbstractContextManager | None = None
+        self._device: torch.device | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._device = pl_module.device
+        wrap_method(pl_module, "_update", lambda: self._counted(pl_module))
+        wrap_method(pl_module, "_log_training", self._allowed)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
-        step = trainer.global_step
-        end = step + (pl_module.updates_from(step) if hasattr(pl_module, "updates_from") else 1)
-        quiet = all(end // every == step // every for every in (trainer.log_every_n_steps, self.check_every))
-        if step >= self.warmup and quiet:
-            self._forbidden = forbid_syncs(pl_module.device)
-            self._forbidden.__enter__()
-            self.checked_steps += end - step
+        if trainer.global_step >= self.warmup:
+            self._forbid()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._allow()  # this callback comes first: before the divergence check reads the device
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._allow()
+
+    @contextlib.contextmanager
+    def _counted(self, pl_module):
+        """An update: forbidden from the `warmup`-th on (also inside a Lightning step that began earlier)."""
+        if self._forbidden is None and pl_module.global_step >= self.warmup:
+            self._forbid()
+        self.checked_steps += self._forbidden is not None
+        yield
+
+    @contextlib.contextmanager
+    def _allowed(self):
+        """A log write inside a step: synchronisation allowed for its duration."""
+        forbidden = self._forbidden is not None
+        self._allow()
+        try:
+            yield
+        finally:
+            if forbidden:
+                self._forbid()
+
+    def _forbid(self) -> None:
+        self._forbidden = forbid_syncs(self._device)
+        self._forbidden.__enter__()
 
     def _allow(self) -> None:
         if self._forbidden is not None:
@@ -272,14 +338,14 @@ def forbid_syncs(device: torch.device):
 
 def assert_sync_free(problem: str, rule: str, resolution: int | None, batch: int | None, args: argparse.Namespace,
                      steps: int = 40, *extra: str) -> int:
-    """Train `steps` steps of one (problem, rule) with synchronisation forbidden around every step that neither
-    logs nor checks for divergence (after 2 warm-up steps); returns how many steps were checked, or raises
+    """Train `steps` steps of one (problem, rule) with synchronisation forbidden in every training step but its
+    log writes and divergence checks (after 2 warm-up steps); returns how many updates were checked, or raises
     with the run's status (which names the synchronising call)."""
     with tempfile.TemporaryDirectory() as scratch:
         cfg = run_config(problem, rule, resolution, batch, steps, Path(scratch), args,
                          f"trainer.val_check_interval={steps}", "trainer.log_every_n_steps=10",
                          "divergence_check_every=10", *extra)
-        timer = SyncFreeSteps(warmup=2, check_every=10)
+        timer = SyncFreeSteps(warmup=2)
         with replaced_step_timer(timer):
             summary = sip_train.run.train(cfg)
     if summary["status"] != "completed" or timer.checked_steps == 0:

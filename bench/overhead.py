@@ -261,16 +261,18 @@ def audit_lines(args: argparse.Namespace, audits: dict) -> list[str]:
         "### Host-device synchronisations",
         "",
         f"Grid {args.audit_resolution}², batch {args.audit_batch}, 25 training steps (2 log steps, 3 "
-        "divergence checks), one validation with checkpoint and figure, 10 bare-loop steps per (problem, "
-        "rule). "
+        "divergence checks) with each problem's own updates_per_step, one validation with checkpoint and "
+        "figure, 10 bare-loop steps per (problem, rule). "
         + ("Recorded with `torch.cuda.set_sync_debug_mode(\"warn\")`."
            if args.device == "cuda" else
            "CPU stand-in for `torch.cuda.set_sync_debug_mode`: a TorchFunctionMode records host reads "
            "of tensor values, value-dependent shapes and `torch.tensor(<host data>, device=...)` (not "
            "`.to(device)` of host tensors; reads of torch.optim's step counters and the data loader's "
            "seeds, host tensors on a GPU too, excluded when they make the read themselves, as are the CG's "
-           "convergence flags, read from pinned host memory on a GPU). 'Calls per step' are per training step, "
-           "per validation, or per bare-loop step."),
+           "convergence flags, read from pinned host memory on a GPU). 'Calls per step' are per training step "
+           "(one optimizer update with its data and Lightning's hooks, log writes and divergence checks "
+           "excepted), per log write, per divergence check, per validation, or per bare-loop step: the "
+           "issue's 'zero syncs per step outside log steps' is no 'training step' row."),
         "",
         audit_table(audits),
         "",

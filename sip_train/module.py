@@ -216,7 +216,7 @@ class InverseProblemModule(LightningModule):
     def _log_training(self, result: dict[str, torch.Tensor], x_true: torch.Tensor, y_target: torch.Tensor) -> None:
         """Write one row of training metrics at the current global step straight to the loggers.
 
-        `self.log` would cost as much as a small problem's update per value (Lightning copies and reduces
+        `self.log` would cost about half a small problem's update per value (Lightning copies and reduces
         each one); the row is read from the device in one transfer, and only on log steps, so the other
         steps never wait for the device.
         """

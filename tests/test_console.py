@@ -6,11 +6,13 @@ import logging
 import re
 import sys
 import warnings
+from types import SimpleNamespace
 
 from lightning.pytorch.utilities import rank_zero
 from lightning.pytorch.utilities._pytree import _tree_flatten
 
 from sip_train import console
+from sip_train.progress import StepLines
 from sip_train.run import train
 
 RUN = ["problem=exp", "optimizer=adam", "trainer.enable_progress_bar=true", "trainer.val_check_interval=2",
@@ -65,3 +67,15 @@ def test_on_a_terminal_the_bar_counts_steps_done_of_the_total_after_a_resume(tin
     bar = capsys.readouterr().out
     assert "steps" in bar and "4/4" in bar and "val x_l1=" in bar
     assert not re.search(r"\b[01]/4\b", bar)  # resumed at step 2: it never shows fewer steps done
+
+
+def test_off_a_terminal_a_line_whenever_a_step_of_several_updates_reaches_the_interval(capsys):
+    """Lightning steps of 3 updates (steps end at 3, 6, 9, 10) with a line every 4 steps: lines where a
+    step's updates passed 4 and 8, and at the end."""
+    lines = StepLines(every_n_steps=4)
+    trainer = SimpleNamespace(global_step=0, max_steps=10, is_global_zero=True, callbacks=[], callback_metrics={})
+    for end in (3, 6, 9, 10):
+        lines.on_train_batch_start(trainer, None, None, 0)
+        trainer.global_step = end
+        lines.on_train_batch_end(trainer, None, None, None, 0)
+    assert capsys.readouterr().out.splitlines() == ["step 6/10", "step 9/10", "step 10/10"]
