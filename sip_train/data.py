@@ -96,7 +96,7 @@ class SyntheticData(LightningDataModule):
         return x_true[start : start + self.val_batch_size], y_target[start : start + self.val_batch_size]
 
     def train_batch(self, step: int, device: torch.device, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training batch of a global step (a pure function of seed, rank and step)."""
+        """The training batch of a global step (a pure function of seed, rank, step and steps_per_draw)."""
         if self.train_size is None and self.steps_per_draw == 1:
             return self.problem.sample(self.batch_size, stream_generator(device, self.seed, TRAIN_STREAM, rank, step))
         if self.train_size is None:
