@@ -96,6 +96,7 @@ def _check_run_settings(cfg: DictConfig) -> None:
         raise ValueError(f"seed={cfg.seed!r} is invalid: must be a non-negative integer")
     positive_int("threads", cfg.get("threads"), allow_none=True)
     positive_int("trainer.val_check_interval", cfg.trainer.get("val_check_interval"))
+    positive_int("trainer.log_every_n_steps", cfg.trainer.get("log_every_n_steps", 50))
     if isinstance(cfg.figure_examples, bool) or not isinstance(cfg.figure_examples, int) or cfg.figure_examples < 0:
         raise ValueError(f"figure_examples={cfg.figure_examples!r} is invalid: must be a non-negative integer")
     max_steps, max_time = cfg.trainer.get("max_steps", -1), cfg.trainer.get("max_time")

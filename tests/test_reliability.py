@@ -151,6 +151,7 @@ def test_a_finite_training_set_cycles_through_every_example():
         ("seed=-3", "seed=-3 is invalid: must be a non-negative integer"),
         ("trainer.max_steps=0", "trainer.max_steps=0 is invalid: must be a positive integer"),
         ("trainer.val_check_interval=0", "trainer.val_check_interval=0 is invalid: must be a positive integer"),
+        ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0 is invalid: must be a positive integer"),
         ("problem.solver=multigrid", "problem.solver='multigrid' is invalid: choose one of ['spectral', 'cg']"),
         ("ckpt_path=/nonexistent/last.ckpt", "ckpt_path=/nonexistent/last.ckpt: no such checkpoint file"),
         ("ckpt_path=last", "ckpt_path=last: no checkpoint in"),
