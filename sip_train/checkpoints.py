@@ -75,6 +75,11 @@ def _flatten(tree: object, prefix: str = "") -> dict[str, object]:
     return {prefix.rstrip("."): tree}
 
 
+#: Identity keys added after checkpoints were first written, each with the value that does what runs did
+#: before it existed: a checkpoint without the key matches a run with that value.
+ADDED_LATER = {"data.steps_per_draw": 1}
+
+
 def saved_identity(checkpoint: dict) -> dict[str, Any]:
     """The identity a checkpoint was saved with (older checkpoints: the module's problem, network and seed)."""
     if IDENTITY_KEY in checkpoint:
@@ -89,6 +94,7 @@ def check_same_run(path: Path, checkpoint: dict, identity: dict[str, Any]) -> No
     saved = _flatten(saved_identity(checkpoint))
     wanted = _flatten({key: identity.get(key) for key in saved_identity(checkpoint)} if IDENTITY_KEY not in checkpoint
                       else identity)
+    saved = {**{key: value for key, value in ADDED_LATER.items() if key in wanted}, **saved}
     differing = [key for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
     replaced = [key.removesuffix("_target_") for key in differing if key.endswith("_target_")]
     differences = [f"{key}: {saved.get(key)!r} there, {wanted.get(key)!r} now" for key in differing

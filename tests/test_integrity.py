@@ -73,6 +73,22 @@ def test_continuing_with_a_result_affecting_change_is_refused_naming_both_values
     record("changed setting on resume", override, f"refused before training, naming {differences}", "nothing")
 
 
+@pytest.mark.parametrize("steps_per_draw,continues", [(1, True), (3, False)])
+def test_a_checkpoint_from_before_a_new_setting_continues_under_its_old_behaviour(completed, tmp_path, steps_per_draw,
+                                                                                  continues):
+    """data.steps_per_draw came later: a checkpoint without it continues with 1 (what it did), not with 3."""
+    reference_dir, _ = completed
+    checkpoint = torch.load(reference_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    del checkpoint["run_identity"]["data"]["steps_per_draw"]
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(checkpoint, tmp_path / "checkpoints" / "last.ckpt")
+    if continues:
+        assert run(tmp_path, f"data.steps_per_draw={steps_per_draw}", "trainer.max_steps=8")["steps"] == 8
+    else:
+        with pytest.raises(ConfigError, match="data.steps_per_draw: 1 there, 3 now"):
+            run(tmp_path, f"data.steps_per_draw={steps_per_draw}", "trainer.max_steps=8")
+
+
 def test_the_checkpoint_holds_the_whole_identity(completed):
     run_dir, _ = completed
     identity = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)[IDENTITY_KEY]
