@@ -85,3 +85,11 @@ def write_section(path: Path, name: str, text: str) -> None:
     else:
         new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + block
     path.write_text(new.rstrip("\n") + "\n")
+
+
+def publish(text: str, path: Path | None, name: str) -> None:
+    """Print a benchmark's section and, if `path` is given, write it as section `name` of that file."""
+    print(text)
+    if path is not None:
+        write_section(path, name, text)
+        print(f"wrote section to {path}")

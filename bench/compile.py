@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _loops  # noqa: E402
 import overhead  # noqa: E402
-from _report import markdown_table, provenance, write_section  # noqa: E402
+from _report import markdown_table, provenance, publish  # noqa: E402
 from sip_train.compiled import (CompiledUpdate, compile_components, differentiates_physics_twice,  # noqa: E402
                                 update_compile_options)
 
@@ -235,10 +235,7 @@ def main() -> None:
             results[problem, rule, result["size"]] = result
             print(table({k: v for k, v in results.items() if k[:2] == (problem, rule)}, args.compare_steps), flush=True)
     text = section(results, args, missing)
-    print(text)
-    if args.write is not None:
-        write_section(args.write, "compile", text)
-        print(f"wrote section to {args.write}")
+    publish(text, args.write, "compile")
 
 
 if __name__ == "__main__":

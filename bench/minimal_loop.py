@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _loops import (BareLoop, MinimalLoop, available_problems, check, fmt, lightning_vs_loops, quiet,  # noqa: E402
                     spread, trainable_rules, use_cpu_clock)
-from _report import REPO, markdown_table, provenance, write_section  # noqa: E402
+from _report import REPO, markdown_table, provenance, publish  # noqa: E402
 
 PROBLEMS = ("sine", "exp", "wavepacket", "oscillators")
 RULES = ("adam", "sip")
@@ -94,10 +94,7 @@ def main() -> None:
             results[problem, rule]["block"] = problem_args.block
             print(table({(problem, rule): results[problem, rule]}), flush=True)
     text = section(args, results, missing)
-    print(text)
-    if args.write is not None:
-        write_section(args.write, "small_problems", text)
-        print(f"wrote section to {args.write}")
+    publish(text, args.write, "small_problems")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _loops import (BareLoop, all_problems, available_problems, check, device_of, fmt, is_grid_problem,  # noqa: E402
                     lightning_vs_loops, quiet, run_config, spread, synchronizer, time_block, trainable_rules)
-from _report import markdown_table, provenance, write_section  # noqa: E402
+from _report import markdown_table, provenance, publish  # noqa: E402
 from _sync_audit import audit_configuration, audit_table  # noqa: E402
 
 PROBLEMS = ("poisson", "heat", "fluid")
@@ -203,10 +203,7 @@ def main() -> None:
 
     text = audit_section(args, audits) if args.only_audit else section(args, problems, missing, overhead, host,
                                                                           variants, audits)
-    print(text)
-    if args.write is not None:
-        write_section(args.write, "sync_audit" if args.only_audit else "overhead", text)
-        print(f"wrote section to {args.write}")
+    publish(text, args.write, "sync_audit" if args.only_audit else "overhead")
 
 
 def section(args: argparse.Namespace, problems: list[str], missing: list[str], overhead: dict, host: dict,
