@@ -186,7 +186,8 @@ def test_normalized_gradient_sends_the_sign_of_the_physics_gradient_to_the_netwo
 
 
 def test_a_bad_hessian_free_setting_fails_at_start_up(tiny_config):
-    with pytest.raises(ConfigError, match="curvature must be 'ggn' or 'hessian', got 'newton'"):
+    with pytest.raises(ConfigError, match=r"optimizer.optimizer.curvature='newton' is invalid: choose one of "
+                                          r"\['ggn', 'hessian'\]"):
         train(tiny_config("optimizer=hessian_free", "optimizer.optimizer.curvature=newton"))
 
 
