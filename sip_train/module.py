@@ -114,12 +114,13 @@ class InverseProblemModule(LightningModule):
         Returns the last update's result with the loss of each update."""
         first = self.global_step
         updates = self.updates_from(first)
-        result = self.update(*batch)
+        # The data module makes the batch after Lightning converted its input (a step number): convert it here.
+        convert = self.trainer.precision_plugin.convert_input
+        result = self.update(*convert(batch))
         if updates == 1:
             return result
         losses = [result["loss"]]  # only the losses are kept: earlier predictions would hold their memory
         data, device, rank = self.trainer.datamodule, self.device, self.global_rank
-        convert = self.trainer.precision_plugin.convert_input  # what Lightning does to the batches it hands out
         for step in range(first + 1, first + updates):
             result = self.update(*convert(data.train_batch(step, device, rank)))
             losses.append(result["loss"])
@@ -142,7 +143,7 @@ class InverseProblemModule(LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Validation metrics of one batch and the fixed reference baselines (computed once); returns the batch
         with the prediction and its simulation (the figure's examples)."""
-        x_true, y_target = batch
+        x_true, y_target = self.trainer.precision_plugin.convert_input(batch)
         x = self.predict(y_target)
         with self._precision.physics():
             y = self.problem.simulate(x)
