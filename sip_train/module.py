@@ -18,7 +18,7 @@ from sip_train import plots
 from sip_train.callbacks import StepTimer
 from sip_train.compiled import (CompiledUpdate, compile_components, compile_options, differentiates_physics_twice,
                                 update_compile_options)
-from sip_train.problems.base import InverseProblem
+from sip_train.problems.base import Batch, InverseProblem, Observed, batch_rows
 from sip_train.rules.base import UpdateRule
 from sip_train.rules.hessian_free import HessianFreeRule
 
@@ -89,7 +89,7 @@ class InverseProblemModule(LightningModule):
         self._compiled_update: CompiledUpdate | None = None  # see on_train_start
         self.figure_examples = figure_examples
         self.last_validated_step = -1
-        self._figure_batch: tuple[torch.Tensor, ...] | None = None
+        self._figure_batch: Batch | None = None  # (x, x*, y, y*, *observed), the arguments of `problem.figure`
         self._reference_metrics: dict[int, dict[str, torch.Tensor]] = {}
 
     def predict(self, y_target: torch.Tensor) -> torch.Tensor:
@@ -169,7 +169,7 @@ class InverseProblemModule(LightningModule):
             end = min(end, trainer.max_steps)
         return max(end - step, 1)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         """`updates_from(global_step)` updates, each one optimizer step, i.e. one global step, on the batch of
         its own global step: small problems pay Lightning's fixed cost per step once per several updates.
         Returns the last update's result with the loss of each update."""
@@ -205,15 +205,18 @@ class InverseProblemModule(LightningModule):
             counter.completed += extra
         loop._batches_that_stepped += extra
 
-    def _update(self, x_true: torch.Tensor, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One update by the rule; the update that reaches a log step writes the training metrics."""
-        result = (self.rule.training_step(self, y_target) if self._compiled_update is None
+    def _update(self, x_true: torch.Tensor | None, y_target: torch.Tensor, *observed: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+        """One update by the rule on a batch (x*, y*, *observed); the update that reaches a log step writes
+        the training metrics."""
+        result = (self.rule.training_step(self, y_target, *observed) if self._compiled_update is None
                   else self._compiled_step(y_target))
         if self.global_step % self.trainer.log_every_n_steps == 0 and self.trainer.is_global_zero:
-            self._log_training(result, x_true, y_target)
+            self._log_training(result, x_true, y_target, observed)
         return result
 
-    def _log_training(self, result: dict[str, torch.Tensor], x_true: torch.Tensor, y_target: torch.Tensor) -> None:
+    def _log_training(self, result: dict[str, torch.Tensor], x_true: torch.Tensor | None, y_target: torch.Tensor,
+                      observed: Observed) -> None:
         """Write one row of training metrics at the current global step straight to the loggers.
 
         `self.log` would cost about half a small problem's update per value (Lightning copies and reduces
@@ -222,7 +225,8 @@ class InverseProblemModule(LightningModule):
         """
         values = {"train/objective": result["loss"],  # what the rule minimises (its own quantity)
                   **{f"train/{name}": value.mean()
-                     for name, value in self.problem.metrics(result["x"], x_true, result["y"], y_target).items()},
+                     for name, value in self.problem.metrics(result["x"], x_true, result["y"], y_target,
+                                                             *observed).items()},
                   **{f"train/{name}": value for name, value in result.get("stats", {}).items()}}
         row = dict(zip(values, torch.stack([v.detach().float().reshape(()) for v in values.values()]).tolist()))
         if self._step_timer is not None and self._step_timer.step_times_ms:
@@ -231,19 +235,19 @@ class InverseProblemModule(LightningModule):
             logger.log_metrics(row, step=self.global_step)
             logger.save()  # as Lightning does: a row on disk survives a killed run
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x_true, y_target = batch
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        x_true, y_target, *observed = batch
         x = self.predict(y_target)
-        y = self.problem.simulate(x)
-        metrics = self.problem.metrics(x, x_true, y, y_target)
+        y = self.problem.simulate(x, *observed)
+        metrics = self.problem.metrics(x, x_true, y, y_target, *observed)
         if batch_idx not in self._reference_metrics:  # the validation set is fixed: compute baselines once
-            self._reference_metrics[batch_idx] = self.problem.reference_metrics(x_true, y_target)
+            self._reference_metrics[batch_idx] = self.problem.reference_metrics(x_true, y_target, *observed)
         for name, value in {**metrics, **self._reference_metrics[batch_idx]}.items():
             self.log(f"val/{name}", value.mean(), batch_size=len(value), sync_dist=True,
                      prog_bar=name == self.problem.primary_metric)
         self.log("step", float(self.global_step), batch_size=len(x), sync_dist=True)
         if batch_idx == 0:
-            self._figure_batch = tuple(t[: self.figure_examples] for t in (x, x_true, y, y_target))
+            self._figure_batch = batch_rows((x, x_true, y, y_target, *observed), slice(self.figure_examples))
 
     def on_validation_epoch_end(self) -> None:
         self.last_validated_step = self.global_step
