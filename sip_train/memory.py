@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 
@@ -17,7 +18,7 @@ GB = 1e9
 STEP_COPIES = 4
 
 
-def activation_bytes(network: nn.Module, example_input: torch.Tensor) -> int:
+def activation_bytes(problem: InverseProblem, network: nn.Module, dtype: torch.dtype) -> int:
     """Bytes of every layer output for one example (what a backward pass keeps), from a forward pass on
     PyTorch's meta device, which allocates nothing; 0 for a network that cannot run there."""
     total = 0
@@ -34,7 +35,7 @@ def activation_bytes(network: nn.Module, example_input: torch.Tensor) -> int:
             if not list(layer.children()):
                 layer.register_forward_hook(count)
         with torch.no_grad():
-            meta(example_input.to("meta"))
+            meta(problem.network_input(torch.empty((1, *problem.y_shape), dtype=dtype, device="meta")))
     except Exception:  # noqa: BLE001 - an estimate: without the activations it counts the data only
         return 0
     return total
@@ -54,20 +55,22 @@ def available_bytes(device: torch.device) -> int:
 
 def check_memory(problem: InverseProblem, network: nn.Module, data: SyntheticData, device: torch.device) -> None:
     """Refuse, in one line, a run whose fixed data sets plus one training step would not fit into the device's
-    free memory (an estimate from one example and a meta-device pass of the network).
+    free memory (an estimate from the problem's shapes, in the widest float type of its buffers, and a
+    meta-device pass of the network; nothing is sampled, which could itself take long).
 
     Raises:
         ValueError: naming the sizes, the estimate and what is free.
     """
-    x, y = problem.sample(1, torch.Generator().manual_seed(0))
-    example = x.numel() * x.element_size() + y.numel() * y.element_size()
+    dtype = max((b.dtype for b in problem.buffers() if b.is_floating_point()), default=torch.get_default_dtype(),
+                key=lambda t: t.itemsize)
+    example = (math.prod(problem.x_shape) + math.prod(problem.y_shape)) * dtype.itemsize
     fixed = (data.val_size + (data.train_size or 0)) * example
     drawn = data.batch_size * (data.steps_per_draw if data.train_size is None else 1)
-    step = drawn * example + data.batch_size * (STEP_COPIES * example + activation_bytes(network, problem.network_input(y)))
+    step = drawn * example + data.batch_size * (STEP_COPIES * example + activation_bytes(problem, network, dtype))
     free = available_bytes(device)
     if fixed + step > free:
         raise ValueError(
             f"the run needs about {(fixed + step) / GB:.1f} GB of {device.type} memory, {free / GB:.1f} GB are free: "
             f"{fixed / GB:.1f} GB for the fixed data sets (data.val_size={data.val_size}, data.train_size="
-            f"{data.train_size}; x and y of {tuple(x.shape[1:])} and {tuple(y.shape[1:])}), {step / GB:.1f} GB for one "
-            f"training step (data.batch_size={data.batch_size}); lower them or the problem's size")
+            f"{data.train_size}; x and y of {tuple(problem.x_shape)} and {tuple(problem.y_shape)}), {step / GB:.1f} GB for one "
+            f"training step (data.batch_size={data.batch_size}); lower data.batch_size, data.val_size or the problem's size")

@@ -16,10 +16,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 #: Keys that only extend or observe a run (or are copied into the identity elsewhere: `inverse` is part of
 #: the optimizer block of the rules that use it; updates_per_step and compile regroup the same updates).
-#: paper_lr is a lookup table: what it selects is optimizer.lr. `name` tags a run, it does not change it.
+#: paper_lr and paper_sgd_momentum are an experiment's lookups: what they select is in the optimizer block.
+#: `name` tags a run, it does not change it.
 NOT_IDENTITY = ("trainer", "logger", "run_dir", "resume", "ckpt_path", "threads", "figure_examples", "compile",
-                "divergence_check_every", "validate_at_start", "network_defaults", "paper_lr", "sweep", "inverse",
-                "updates_per_step", "name", "hydra")
+                "divergence_check_every", "validate_at_start", "network_defaults", "paper_lr", "paper_sgd_momentum",
+                "sweep", "inverse", "updates_per_step", "name", "hydra")
 #: Identity keys added after runs were first recorded, each with the value that does what runs did before
 #: it existed: a record without the key matches a run with that value.
 ADDED_LATER = {"data.steps_per_draw": 1}
