@@ -1,20 +1,32 @@
 """What a run directory holds, and moving an earlier run out of the way so that records never mix."""
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from sip_train import exit_codes
+
 SET_ASIDE_PREFIX = "replaced-"  # <run dir>/replaced-<date>/: an earlier run that resume=false replaced
 LOG_SUFFIX = ".log"             # Hydra's job log: opened before the run starts, so copied and emptied, not moved
 
 
+def _refused_start_record(path: Path) -> bool:
+    """Whether `path` is the summary.json of a refused start (all a refused start leaves in a new directory)."""
+    try:
+        return path.name == "summary.json" and json.loads(path.read_text()).get("exit_code") == exit_codes.CONFIG_ERROR
+    except (OSError, ValueError):
+        return False
+
+
 def holds_run(run_dir: Path) -> bool:
-    """Whether `run_dir` holds records of a run (anything but runs set aside and Hydra's log of this start)."""
+    """Whether `run_dir` holds records of a run: anything but runs set aside, Hydra's log of this start and
+    the summary.json of a refused start."""
     return run_dir.is_dir() and any(not entry.name.startswith(SET_ASIDE_PREFIX) and entry.suffix != LOG_SUFFIX
-                                    for entry in run_dir.iterdir())
+                                    and not _refused_start_record(entry) for entry in run_dir.iterdir())
 
 
 def set_aside(run_dir: Path) -> Path:
