@@ -1,7 +1,6 @@
 """A run is exactly the run its configuration describes: across resumes, signals and re-runs."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -12,6 +11,7 @@ import pytest
 import torch
 from conftest import TINY, compose_config
 from fault_log import record
+from run_files import snapshot
 
 from sip_train import exit_codes
 from sip_train.checkpoints import IDENTITY_KEY
@@ -33,12 +33,6 @@ def run(run_dir, *overrides: str) -> dict:
 def validation_curve(run_dir) -> dict[int, float]:
     metrics = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["val/x_l1"])
     return dict(zip(metrics["step"].astype(int), metrics["val/x_l1"]))
-
-
-def snapshot(run_dir) -> dict[str, str]:
-    """Every file under a directory with the hash of its bytes."""
-    return {str(path.relative_to(run_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(run_dir.rglob("*")) if path.is_file()}
 
 
 def checkpoint_step(run_dir) -> int:

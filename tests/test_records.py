@@ -2,7 +2,6 @@
 refused start changes no byte, and an error in the code a run calls is not passed off as a configuration error."""
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from conftest import CONF, REPO, TINY, compose_config
 from fault_log import record
+from run_files import snapshot
 from sip_train import callbacks, exit_codes
 from sip_train.problems.heat import Heat
 from sip_train.run import ConfigError, train
@@ -24,13 +24,6 @@ from sip_train.summary import read_summary
 
 #: A SIP heat run of 4 steps on a 16x16 grid (~1 s).
 RUN = [*TINY, "problem=heat", "problem.resolution=16", "network.levels=2", "figure_examples=0"]
-
-
-def snapshot(run_dir) -> dict[str, str]:
-    """Every file under a directory with the hash of its bytes; W&B's files by name only (its service process
-    may still be writing them after a run has finished)."""
-    return {str(path.relative_to(run_dir)): "wandb" if "wandb/" in path.relative_to(run_dir).as_posix() else
-            hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(run_dir.rglob("*")) if path.is_file()}
 
 
 def default_run_dir(*overrides: str) -> str:
@@ -59,7 +52,7 @@ def test_resume_false_moves_the_earlier_run_aside_and_records_only_the_new_one(t
     earlier = snapshot(tmp_path)
     second = train(compose_config([*RUN, "logger=wandb", "optimizer.lr=3e-3", "resume=false"], tmp_path))
     (aside,) = tmp_path.glob("replaced-*")
-    assert snapshot(aside) == earlier  # the earlier run, byte for byte
+    assert snapshot(aside) == earlier  # the earlier run, byte for byte (W&B's files by name)
     assert (tmp_path / "wandb_run_id").read_text() != first_id  # a new W&B run
     assert pd.read_csv(tmp_path / "metrics.csv")["step"].is_monotonic_increasing  # a fresh metrics.csv
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
