@@ -296,7 +296,7 @@ def test_with_wandb_on_the_aggregate_is_one_run_in_the_sweeps_group(tmp_path, mo
     assert len(runs) >= 1 and len({run.name.split("-")[3] for run in runs}) == 1  # offline-run-<time>-<id>[-n]
     for run in runs:  # read once W&B's service has written the run's exit record, however long that takes
         (info,) = [r.run for r in finished_run_records(next(run.glob("*.wandb"))) if r.WhichOneof("record_type") == "run"]
-        assert info.group == "heat_lr_batch"
+        assert info.run_group == "heat_lr_batch"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert log_to_wandb(sweep_dir, pd.DataFrame(), [], {"project": "p", "mode": "auto"}) is None
 
