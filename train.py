@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sip_train import console, exit_codes
+from sip_train import console, exit_codes, resolvers  # noqa: F401 - resolvers registers ${run_name:}
 from sip_train.run import ConfigError, train
 
 console.silence_known_warnings()

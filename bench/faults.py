@@ -3,7 +3,8 @@
     OMP_NUM_THREADS=1 python bench/faults.py
 
 Each test that injects a fault (a signal at a given moment, a corrupt checkpoint, a changed setting on
-resume, a NaN, a failing sweep job, a bad value, a DDP rank mismatch, no network for W&B) records the
+resume, a NaN, a failing sweep job, a bad value, a DDP rank mismatch, no network for W&B, resume=false in a
+run's directory, a refused start, an edited sweep, a bug in user code, too little memory) records the
 outcome it observed through tests/fault_log.py; this script collects those records, so the table
 says what the suite saw, not what someone typed.
 """
@@ -18,7 +19,9 @@ from pathlib import Path
 
 from _report import REPO, markdown_table, provenance, write_section
 
-TESTS = ["tests/test_integrity.py", "tests/test_reliability.py", "tests/test_ddp.py", "tests/test_preemption.py"]
+TESTS = ["tests/test_integrity.py", "tests/test_reliability.py", "tests/test_records.py", "tests/test_ddp.py",
+         "tests/test_preemption.py",
+         "tests/test_sweep.py::test_an_edited_experiment_runs_its_jobs_again_and_the_report_shows_no_stale_result"]
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Callbacks every run uses: step timing, divergence and preemption handling (progress: sip_train.progress)."""
+"""Callbacks every run uses: step timing, the latest validation, divergence and preemption handling
+(progress: sip_train.progress)."""
 from __future__ import annotations
 
 import logging
@@ -22,15 +23,17 @@ class StepTimer(Callback):
     """Wall-clock time per training iteration, measured start to start of consecutive steps.
 
     Start-to-start intervals include data generation, the update and logging, and need no
-    device synchronisation: on a GPU they settle at the true throughput. Validation and
-    checkpoint time falls into a few intervals, which the median ignores. The module writes the
-    latest one with its training metrics (time/step_ms).
+    device synchronisation: on a GPU they settle at the true throughput. The time a validation
+    takes is left out of the interval it falls into; checkpoint time falls into a few intervals,
+    which the median ignores. The module writes the latest one with its training metrics
+    (time/step_ms), so every logged value is a fresh interval.
     """
 
     def __init__(self) -> None:
         self.step_times_ms: list[float] = []
         self._last_start: float | None = None
         self._last_step = 0
+        self._validation_start: float | None = None
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
         now, step = time.perf_counter(), trainer.global_step
@@ -40,7 +43,11 @@ class StepTimer(Callback):
         self._last_start, self._last_step = now, step
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._last_start = None
+        self._validation_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._last_start is not None and self._validation_start is not None:
+            self._last_start += time.perf_counter() - self._validation_start
 
     @property
     def median_ms(self) -> float | None:
@@ -61,6 +68,27 @@ class StepTimer(Callback):
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.step_times_ms = [*state_dict["step_times_ms"].tolist(), *self.step_times_ms]
+
+
+def validation_metrics(trainer: Trainer) -> dict[str, float]:
+    """The latest validation's metrics (the val/... entries of callback_metrics, prefix dropped) as floats:
+    one read from the device, made once per validation."""
+    return {key.removeprefix("val/"): float(value) for key, value in trainer.callback_metrics.items()
+            if key.startswith("val/")}
+
+
+class LatestValidation(Callback):
+    """The metrics and step of the latest validation, kept on the host: what the progress and the run's
+    summary show, without reading the device at every step, and still there after Lightning clears its
+    metrics when fit starts (the step-0 validation of `validate_at_start`)."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, float] = {}
+        self.step: int | None = None
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.metrics, self.step = validation_metrics(trainer), trainer.global_step
 
 
 class RunRecord(Callback):
@@ -243,7 +271,10 @@ class Preemption(Callback):
         self._restore()
 
     def hand_on(self) -> None:
-        """Call the handler a received signal had before this run (submitit: requeue and exit), if any."""
-        handler = self._handlers_before.get(self.received)
+        """Call the handler a received signal had before this run (submitit: requeue and exit), if any.
+
+        Read after training, when Lightning has put back the handlers it found (its own SIGTERM handler,
+        which only announces the signal, is gone by then)."""
+        handler = signal.getsignal(self.received) if self.received is not None else None
         if callable(handler):
             handler(self.received, None)

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from sip_train.resolvers import NOT_IDENTITY, differences
+
 LAST = "last.ckpt"
 
 
@@ -50,13 +52,6 @@ def read_checkpoint(path: Path) -> dict:
         raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}: {error})") from error
 
 
-#: Top-level config keys that only extend or observe a run (how long, how often, where to, what is shown);
-#: every other key is part of the run's identity. paper_lr is a lookup table: what it selects is optimizer.lr.
-#: Keys that only extend or observe a run (or are copied into the identity elsewhere: `inverse` is part of
-#: the optimizer block of the rules that use it; updates_per_step and compile regroup the same updates).
-NOT_IDENTITY = ("trainer", "logger", "run_dir", "resume", "ckpt_path", "threads", "figure_examples", "compile",
-                "divergence_check_every", "validate_at_start", "network_defaults", "paper_lr", "sweep", "inverse",
-                "updates_per_step")
 IDENTITY_KEY = "run_identity"
 
 
@@ -67,17 +62,6 @@ def run_identity(cfg: DictConfig, precision: str, accelerator: str, processes: i
     identity = {key: value for key, value in resolved.items() if key not in NOT_IDENTITY}
     identity["trainer"] = {"precision": str(precision), "accelerator": accelerator, "processes": int(processes)}
     return identity
-
-
-def _flatten(tree: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(tree, dict) and tree:
-        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): tree}
-
-
-#: Identity keys added after checkpoints were first written, each with the value that does what runs did
-#: before it existed: a checkpoint without the key matches a run with that value.
-ADDED_LATER = {"data.steps_per_draw": 1}
 
 
 def saved_identity(checkpoint: dict) -> dict[str, Any]:
@@ -91,17 +75,12 @@ def saved_identity(checkpoint: dict) -> dict[str, Any]:
 def check_same_run(path: Path, checkpoint: dict, identity: dict[str, Any]) -> None:
     """Refuse to continue from a checkpoint of a differently configured run (it would silently mix two
     experiments), naming every differing key with both values and the two ways out."""
-    saved = _flatten(saved_identity(checkpoint))
-    wanted = _flatten({key: identity.get(key) for key in saved_identity(checkpoint)} if IDENTITY_KEY not in checkpoint
-                      else identity)
-    saved = {**{key: value for key, value in ADDED_LATER.items() if key in wanted}, **saved}
-    differing = [key for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
-    replaced = [key.removesuffix("_target_") for key in differing if key.endswith("_target_")]
-    differences = [f"{key}: {saved.get(key)!r} there, {wanted.get(key)!r} now" for key in differing
-                   if key.endswith("_target_") or not key.startswith(tuple(replaced))]  # another class: its settings too
-    if differences:
-        raise ValueError(f"checkpoint {path} belongs to a different run ({'; '.join(differences)}): choose another "
-                         "run directory (hydra.run.dir=...), or resume=false to start afresh in this one")
+    saved = saved_identity(checkpoint)
+    wanted = identity if IDENTITY_KEY in checkpoint else {key: identity.get(key) for key in saved}
+    differing = differences(saved, wanted)
+    if differing:
+        raise ValueError(f"checkpoint {path} belongs to a different run ({'; '.join(differing)}): choose another "
+                         "run directory (name=<tag> or hydra.run.dir=...), or resume=false to start afresh in this one")
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

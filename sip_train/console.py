@@ -37,9 +37,11 @@ def silence_known_warnings() -> None:
             logger.addFilter(_DropHarmless())
 
 
-def banner(problem: str, optimizer: str, network: str, device: str, run_dir: str | Path) -> str:
-    """The one line a run starts with: what trains on what, and where its results go."""
-    return f"training {problem} with {optimizer} ({network} network) on {device}; run directory {run_dir}"
+def banner(problem: str, optimizer: str, network: str, device: str, run_dir: str | Path, inverse: str | None = None) -> str:
+    """The one line a run starts with: what trains on what (and which inverse solver SIP uses), and where its
+    results go."""
+    inverse = f"inverse {inverse}, " if inverse else ""
+    return f"training {problem} with {optimizer} ({inverse}{network} network) on {device}; run directory {run_dir}"
 
 
 def offline_notice(sync_dir: str | Path) -> str:

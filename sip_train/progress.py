@@ -1,5 +1,7 @@
 """Progress of a run in the terminal, counted in optimisation steps (the data is infinite, so epochs mean
-nothing): a bar on a terminal, one plain line every few steps when the output goes to a file."""
+nothing): a bar on a terminal, one plain line every few steps when the output goes to a file. Both show
+host values only (the latest validation as `LatestValidation` read it, the StepTimer's last interval):
+showing progress never waits for the device."""
 from __future__ import annotations
 
 import sys
@@ -9,16 +11,18 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 
-from sip_train.callbacks import StepTimer
+from sip_train.callbacks import LatestValidation, StepTimer
 
 LINES_PER_RUN = 20  # plain-line mode: about this many lines over max_steps
 
 
 def step_metrics(trainer: Trainer, primary_metric: str) -> dict[str, str]:
-    """What the progress shows beside the steps: the last validation error and the last step time."""
+    """What the progress shows beside the steps: the latest validation error and the last step time."""
     shown = {}
-    if f"val/{primary_metric}" in trainer.callback_metrics:
-        shown[f"val {primary_metric}"] = f"{float(trainer.callback_metrics[f'val/{primary_metric}']):.4g}"
+    validated = [c.metrics[primary_metric] for c in trainer.callbacks
+                 if isinstance(c, LatestValidation) and primary_metric in c.metrics]
+    if validated:
+        shown[f"val {primary_metric}"] = f"{validated[-1]:.4g}"
     times = [ms for callback in trainer.callbacks if isinstance(callback, StepTimer) for ms in callback.step_times_ms]
     if times:
         shown["step time"] = f"{times[-1]:.0f} ms"
@@ -58,13 +62,15 @@ class StepProgressBar(TQDMProgressBar):
 
 class StepLines(ProgressBar):
     """Progress as one plain line every `every_n_steps` steps (and at the last), for output to a file or a
-    batch system's log, where a bar would write its whole state at every refresh."""
+    batch system's log, where a bar would write its whole state at every refresh. A step's line is printed
+    once its validation (if it has one) is done, so it shows that validation."""
 
     def __init__(self, every_n_steps: int | None = None) -> None:
         super().__init__()
         self.every_n_steps = every_n_steps
         self._enabled = True
         self._steps_before = 0
+        self._pending: tuple[str, str] | None = None  # (steps, primary metric) of a line whose validation may come
 
     def disable(self) -> None:
         self._enabled = False
@@ -76,7 +82,14 @@ class StepLines(ProgressBar):
         if self.every_n_steps is None:
             self.every_n_steps = max(1, trainer.max_steps // LINES_PER_RUN) if trainer.max_steps > 0 else 50
 
+    def _flush(self, trainer: Trainer) -> None:
+        if self._pending is not None:
+            shown = step_metrics(trainer, self._pending[1])
+            print("  ".join([self._pending[0], *(f"{key} {value}" for key, value in shown.items())]), flush=True)
+            self._pending = None
+
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
+        self._flush(trainer)
         self._steps_before = trainer.global_step
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
@@ -84,9 +97,16 @@ class StepLines(ProgressBar):
         # its updates reached a multiple of every_n_steps
         done, total, every = trainer.global_step, trainer.max_steps, self.every_n_steps
         if self._enabled and trainer.is_global_zero and (done // every > self._steps_before // every or done == total):
-            shown = step_metrics(trainer, _primary_metric(pl_module))
-            steps = f"step {done}/{total}" if total > 0 else f"step {done}"
-            print("  ".join([steps, *(f"{key} {value}" for key, value in shown.items())]), flush=True)
+            self._pending = (f"step {done}/{total}" if total > 0 else f"step {done}", _primary_metric(pl_module))
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._flush(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._flush(trainer)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._flush(trainer)
 
 
 def progress_callback(every_n_steps: int | None = None) -> ProgressBar:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import platform
+import shlex
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from sip_train.callbacks import (
     BufferAverage,
     DivergedError,
     DivergenceGuard,
+    LatestValidation,
     Preemption,
     RunRecord,
     StepTimer,
@@ -38,8 +41,11 @@ from sip_train.checkpoints import (
     truncate_metrics,
 )
 from sip_train.loggers import describe_run, finish_wandb
+from sip_train.memory import check_memory
 from sip_train.module import InverseProblemModule
 from sip_train.progress import progress_callback
+from sip_train.resolvers import config_identity, identity_hash
+from sip_train.run_directory import holds_run, save_hydra_files, set_aside
 from sip_train.startup import (
     check_combinations,
     check_devices,
@@ -60,6 +66,31 @@ def group_choices(cfg: DictConfig) -> dict[str, str]:
 
 class ConfigError(ValueError):
     """A configuration value that cannot work, found before training starts."""
+
+
+#: Packages whose own `raise` of a ValueError or TypeError during start-up refuses a configuration value.
+CHECKING_PACKAGES = ("sip_train", "hydra", "omegaconf", "lightning")
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Whether an error raised while a run starts refuses a configuration value (one line, exit 2) rather
+    than being a bug in the code the run calls (its traceback kept, exit 1).
+
+    A refusal is a ValueError or TypeError (or Lightning's MisconfigurationException) raised by a `raise`
+    statement of a constructor (any class refusing its arguments, the user's own too) or of the checking
+    code of this package, Hydra, OmegaConf or Lightning. An error raised anywhere else, e.g. by torch inside
+    a problem's simulate called by the start-up checks, is the code's own.
+    """
+    cause = root_cause(error)
+    if isinstance(cause, ConfigError):
+        return True
+    if not isinstance(cause, (ValueError, TypeError, MisconfigurationException)) or cause.__traceback__ is None:
+        return False
+    origin = traceback.extract_tb(cause.__traceback__)[-1]
+    if not (origin.line or "").startswith("raise"):
+        return False
+    module_path = Path(origin.filename).parts
+    return origin.name in ("__init__", "__post_init__") or any(package in module_path for package in CHECKING_PACKAGES)
 
 
 def root_cause(error: BaseException) -> BaseException:
@@ -90,20 +121,20 @@ def _check_run_settings(cfg: DictConfig) -> None:
         if value is None and allow_none:
             return
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key}={value!r} is invalid: must be a positive integer{' or null' if allow_none else ''}")
+            raise ConfigError(f"{key}={value!r} is invalid: must be a positive integer{' or null' if allow_none else ''}")
 
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ValueError(f"seed={cfg.seed!r} is invalid: must be a non-negative integer")
+        raise ConfigError(f"seed={cfg.seed!r} is invalid: must be a non-negative integer")
     positive_int("threads", cfg.get("threads"), allow_none=True)
     positive_int("trainer.val_check_interval", cfg.trainer.get("val_check_interval"))
     positive_int("trainer.log_every_n_steps", cfg.trainer.get("log_every_n_steps", 50))
     if isinstance(cfg.figure_examples, bool) or not isinstance(cfg.figure_examples, int) or cfg.figure_examples < 0:
-        raise ValueError(f"figure_examples={cfg.figure_examples!r} is invalid: must be a non-negative integer")
+        raise ConfigError(f"figure_examples={cfg.figure_examples!r} is invalid: must be a non-negative integer")
     max_steps, max_time = cfg.trainer.get("max_steps", -1), cfg.trainer.get("max_time")
     if max_time is None:
         positive_int("trainer.max_steps", max_steps)
     elif isinstance(max_steps, bool) or not isinstance(max_steps, int) or (max_steps < 1 and max_steps != -1):
-        raise ValueError(f"trainer.max_steps={max_steps!r} is invalid: must be a positive integer (or -1 with max_time)")
+        raise ConfigError(f"trainer.max_steps={max_steps!r} is invalid: must be a positive integer (or -1 with max_time)")
 
 
 def _base_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -116,9 +147,12 @@ def _base_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     def value(key: str) -> Any:  # a value that does not resolve is reported by the start-up checks
         return OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
 
+    identity = config_identity(cfg)  # what a sweep compares its jobs by
+
     return {"problem": name("problem"), "optimizer": name("optimizer"), "network": name("network"),
             "seed": value("seed"), "lr": value("optimizer.lr"), "batch_size": value("data.batch_size"),
-            "run_dir": str(run_dir), "status": "failed", "exit_code": exit_codes.FAILED, "steps": 0}
+            "run_dir": str(run_dir), "status": "failed", "exit_code": exit_codes.FAILED, "steps": 0,
+            "config_hash": identity_hash(identity), "config_identity": identity}
 
 
 def _device_name(trainer: Trainer) -> str:
@@ -142,20 +176,47 @@ def _is_finished(run_dir: Path, checkpoint: dict, max_steps: int) -> bool:
     return summary.get("status") == "completed" and summary.get("steps") == checkpoint["global_step"]
 
 
+def continue_command(run_dir: Path) -> str:
+    """The command that continues a run: train.py with this run's overrides and its run directory."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return shlex.join(["python", "train.py", *overrides, f"hydra.run.dir={run_dir}"])
+
+
+def _rounded(value: Any) -> str:
+    """A metric for the console: 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one network on one problem with one update rule; returns the run summary.
 
     Everything the run produces lands in `cfg.run_dir`: checkpoints/, metrics.csv, figures/,
-    the W&B run, and summary.json (written even when training fails, diverges or is interrupted;
-    its "exit_code" is the one train.py exits with, see `sip_train.exit_codes`). A run directory
-    that already holds a checkpoint of the same run (same identity, see
+    the W&B run, .hydra/ and summary.json (written even when training fails, diverges or is
+    interrupted; its "exit_code" is the one train.py exits with, see `sip_train.exit_codes`).
+    A run directory that already holds a checkpoint of the same run (same identity, see
     `sip_train.checkpoints.run_identity`) is continued (`resume`, `ckpt_path`); one of another
-    run is refused; a completed one with nothing left to do is left as it is.
+    run is refused; a completed one with nothing left to do is left as it is. `resume=false`
+    moves an earlier run there into <run_dir>/replaced-<date>/ and starts afresh. A refused start
+    (a bad value, another run's checkpoint, too little memory) changes nothing in a directory that
+    holds a run; in an empty one it leaves a summary.json saying why.
+
+    Raises:
+        ConfigError: one line, when the start is refused. Errors of the code a run calls (problem,
+            rule, network, solver) propagate as they are, also when a start-up check called it.
     """
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    earlier_run = holds_run(run_dir)  # a refused start must leave it as it is
     is_rank_zero = rank_zero_only.rank == 0
     summary = _base_summary(cfg, run_dir)
+    threads_before = torch.get_num_threads()
+    try:
+        return _train(cfg, run_dir, earlier_run, is_rank_zero, summary)
+    finally:
+        torch.set_num_threads(threads_before)  # the next job of an in-process multirun gets its own setting
+
+
+def _train(cfg: DictConfig, run_dir: Path, earlier_run: bool, is_rank_zero: bool, summary: dict[str, Any]) -> dict:
     try:
         check_resolvable(cfg)
         _check_run_settings(cfg)
@@ -164,25 +225,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("threads"):
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed, workers=True, verbose=False)
-        resume_from = resolve_resume(run_dir, cfg.get("ckpt_path"), cfg.get("resume", True))
+        resume, ckpt_path = cfg.get("resume", True), cfg.get("ckpt_path")
+        resume_from = resolve_resume(run_dir, ckpt_path, resume)
+        if not resume and ckpt_path not in (None, "", "last") and earlier_run:
+            raise ConfigError(f"resume=false with ckpt_path={ckpt_path} in {run_dir}, which holds another run, would "
+                              "mix two runs' records: give this run its own directory (name=<tag> or hydra.run.dir=...)")
         saved = read_checkpoint(resume_from) if resume_from is not None else None
         module = InverseProblemModule(cfg.problem, cfg.optimizer, cfg.network, cfg.seed, cfg.figure_examples,
                                       cfg.get("compile", False), cfg.get("updates_per_step", 1))
         data = instantiate(cfg.data, problem=module.problem, seed=cfg.seed)
         last_checkpoint = checkpoint_dir(run_dir) / LAST
-        timer = StepTimer()
+        timer, validation = StepTimer(), LatestValidation()
         guard = DivergenceGuard(str(last_checkpoint), cfg.get("divergence_check_every", 10))
         preemption = Preemption()
-        callbacks = [
-            timer,
-            ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="best-step{step}", auto_insert_metric_name=False,
-                            monitor=f"val/{module.problem.primary_metric}", mode="min", save_top_k=1, save_last=True,
-                            enable_version_counter=False),
-            guard,
-            preemption,
-            BufferAverage(),
-            *([progress_callback()] if cfg.trainer.get("enable_progress_bar", True) else []),
-        ]
+        best = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="best-step{step}", auto_insert_metric_name=False,
+                               monitor=f"val/{module.problem.primary_metric}", mode="min", save_top_k=1, save_last=True,
+                               enable_version_counter=False)
+        callbacks = [timer, validation, best, guard, preemption, BufferAverage(),
+                     *([progress_callback()] if cfg.trainer.get("enable_progress_bar", True) else [])]
         trainer: Trainer = instantiate(_trainer_options(cfg), default_root_dir=str(run_dir), logger=False,
                                        callbacks=callbacks)
         identity = run_identity(cfg, trainer.precision, _accelerator(trainer), trainer.world_size)
@@ -195,20 +255,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 log.info("nothing to do: %s already completed %d steps (raise trainer.max_steps to continue it)",
                          run_dir, saved["global_step"])
                 return read_summary(run_dir)
-            if is_rank_zero:
-                truncate_metrics(run_dir / "metrics.csv", saved["global_step"])
-            del saved
-        trainer.loggers = [instantiate(block) for block in cfg.logger.values()]  # after the checks: W&B starts a run
-        describe_run(trainer.loggers, cfg, module.problem.primary_metric)
+        check_memory(module.problem, module.network, data, trainer.strategy.root_device)
     except (ValueError, TypeError, InstantiationException) as error:
-        summary.update(status=f"failed: {root_cause(error)}", exit_code=exit_codes.CONFIG_ERROR)
-        if is_rank_zero:
+        refused = is_refusal(error)
+        reason = str(root_cause(error)) if refused else f"{type(error).__name__}: {error}"
+        summary.update(status=f"failed: {reason}", exit_code=exit_codes.CONFIG_ERROR if refused else exit_codes.FAILED)
+        if is_rank_zero and not earlier_run:
             write_summary(run_dir, summary)
-        raise ConfigError(str(root_cause(error))) from error
+        if refused:
+            raise ConfigError(reason) from error
+        raise
+    # the checks passed: from here on the run directory is this run's
+    if is_rank_zero:
+        if earlier_run and resume_from is None:  # a fresh start (resume=false, or nothing to continue from)
+            log.info("starting afresh: the earlier records in %s are moved to %s", run_dir, set_aside(run_dir).name)
+        elif saved is not None:
+            truncate_metrics(run_dir / "metrics.csv", saved["global_step"])
+        save_hydra_files(cfg, HydraConfig.get() if HydraConfig.initialized() else None, run_dir)
+    del saved
+    trainer.loggers = [instantiate(block) for block in cfg.logger.values()]  # after the checks: W&B starts a run
+    describe_run(trainer.loggers, cfg, module.problem.primary_metric)
+    summary["inverse"] = getattr(getattr(module.rule, "inverse", None), "name", None)  # what inverse=auto picked
     if is_rank_zero:
         device = f"{_accelerator(trainer)} ({_device_name(trainer)})"
         device += f" x {trainer.world_size}" if trainer.world_size > 1 else ""
-        log.info(console.banner(summary["problem"], summary["optimizer"], summary["network"], device, run_dir))
+        log.info(console.banner(summary["problem"], summary["optimizer"], summary["network"], device, run_dir,
+                                summary["inverse"]))
     if resume_from is not None:
         log.info("continuing from %s", resume_from)
     try:
@@ -222,16 +294,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         summary.update(status="completed", exit_code=exit_codes.COMPLETED)
     except DivergedError as error:
         summary.update(status="diverged", exit_code=exit_codes.DIVERGED, diverged_step=error.step)
-        log.error("%s (lr=%s); the last finite checkpoint is %s", error, cfg.optimizer.get("lr"), last_checkpoint)
+        log.error("%s (lr=%s); the last finite checkpoint is %s; to continue from it (with another lr, use "
+                  "ckpt_path=... in a new run directory): %s", error, cfg.optimizer.get("lr"), last_checkpoint,
+                  continue_command(run_dir))
     except (SIGTERMException, KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit
         summary.update(status="interrupted", exit_code=exit_codes.INTERRUPTED)
-        log.warning("interrupted at step %d; continue with the same command and run directory", trainer.global_step)
+        log.warning("interrupted at step %d; continue with: %s", trainer.global_step, continue_command(run_dir))
     except Exception as error:
         summary["status"] = f"failed: {type(error).__name__}: {error}"
         raise
     finally:
-        metrics = trainer.callback_metrics
-        validated = {k.removeprefix("val/"): float(v) for k, v in metrics.items() if k.startswith("val/")}
         primary = module.problem.primary_metric
         summary.update(
             steps=trainer.global_step,
@@ -239,21 +311,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             wall_time_s=record.wall_time_s,
             **timer.statistics(),
             primary_metric=primary,
-            **{primary: None, "y_l2": None, **validated},
-            metrics_step=module.last_validated_step if validated else None,
+            **{primary: None, "y_l2": None, **validation.metrics},
+            metrics_step=validation.step,
             accelerator=identity["trainer"]["accelerator"],
             device_name=_device_name(trainer),
             device_count=trainer.world_size,
             precision=identity["trainer"]["precision"],
             peak_gpu_memory_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
             last_checkpoint=str(last_checkpoint) if last_checkpoint.exists() else None,
-            best_checkpoint=callbacks[1].best_model_path or None,
+            best_checkpoint=best.best_model_path or None,
         )
         if is_rank_zero:
             write_summary(run_dir, summary)
         finish_wandb(summary)
     log.info("%s/%s: %s after %d steps, val %s = %s (run dir %s)", summary["problem"], summary["optimizer"],
-             summary["status"], summary["steps"], primary, summary[primary], run_dir)
+             summary["status"], summary["steps"], primary, _rounded(summary[primary]), run_dir)
     if summary["status"] == "interrupted":
         preemption.hand_on()  # under submitit: requeue the job, which continues from the checkpoint just saved
     return summary

@@ -8,6 +8,9 @@ import sys
 import warnings
 from types import SimpleNamespace
 
+import pandas as pd
+import pytest
+from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero
 from lightning.pytorch.utilities._pytree import _tree_flatten
 
@@ -46,12 +49,15 @@ def test_lightning_advertising_and_device_lines_are_dropped_other_info_kept():
 
 
 def test_off_a_terminal_progress_is_a_line_per_step_interval_and_counts_on_after_a_resume(tiny_config, capsys,
-                                                                                        caplog):
+                                                                                        caplog, tmp_path):
     with caplog.at_level(logging.INFO, logger="sip_train.run"):
         train(tiny_config(*RUN, "trainer.max_steps=4", "updates_per_step=1"))
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("  ")[0] for line in lines] == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
     assert re.fullmatch(r"step 4/4  val x_l1 [0-9.e+-]+  step time \d+ ms", lines[-1])
+    metrics = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["val/x_l1"]).set_index("step")["val/x_l1"]
+    shown = {int(line.split()[1].split("/")[0]): float(line.split()[4]) for line in lines}
+    assert shown == pytest.approx({1: metrics[0], 2: metrics[2], 3: metrics[2], 4: metrics[4]}, rel=1e-3)  # the latest
     banners = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training ")]
     assert len(banners) == 1 and re.fullmatch(r"training exp with adam \(mlp network\) on cpu .*; run directory .+",
                                               banners[0])
@@ -69,6 +75,17 @@ def test_on_a_terminal_the_bar_counts_steps_done_of_the_total_after_a_resume(tin
     assert not re.search(r"\b[01]/4\b", bar)  # resumed at step 2: it never shows fewer steps done
 
 
+def test_on_a_terminal_the_progress_reads_the_device_only_at_validations(tiny_config, capsys, monkeypatch):
+    """Lightning's callback_metrics hold device tensors: reading one waits for the device. 8 steps validated
+    at 2, 4, 6 and 8 (and 0) may read them a bounded number of times per validation, never per step."""
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    reads = []
+    metrics = Trainer.callback_metrics
+    monkeypatch.setattr(Trainer, "callback_metrics", property(lambda self: reads.append(1) or metrics.fget(self)))
+    train(tiny_config(*RUN, "trainer.max_steps=8", "updates_per_step=1"))
+    assert "8/8" in capsys.readouterr().out and 0 < len(reads) <= 2 * 5
+
+
 def test_off_a_terminal_a_line_whenever_a_step_of_several_updates_reaches_the_interval(capsys):
     """Lightning steps of 3 updates (steps end at 3, 6, 9, 10) with a line every 4 steps: lines where a
     step's updates passed 4 and 8, and at the end."""
@@ -78,4 +95,5 @@ def test_off_a_terminal_a_line_whenever_a_step_of_several_updates_reaches_the_in
         lines.on_train_batch_start(trainer, None, None, 0)
         trainer.global_step = end
         lines.on_train_batch_end(trainer, None, None, None, 0)
+    lines.on_train_end(trainer, None)
     assert capsys.readouterr().out.splitlines() == ["step 6/10", "step 9/10", "step 10/10"]

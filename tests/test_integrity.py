@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 import torch
 from conftest import TINY, compose_config
 from fault_log import record
+from run_files import snapshot
 
 from sip_train import exit_codes
 from sip_train.checkpoints import IDENTITY_KEY
@@ -62,13 +64,13 @@ def test_continuing_with_a_result_affecting_change_is_refused_naming_both_values
     run_dir.mkdir()
     (run_dir / "checkpoints").mkdir()
     (run_dir / "checkpoints" / "last.ckpt").write_bytes((reference_dir / "checkpoints" / "last.ckpt").read_bytes())
+    before = snapshot(run_dir)
     with pytest.raises(ConfigError) as error:
         run(run_dir, override, "trainer.max_steps=8")
     message = str(error.value)
     assert "\n" not in message and f"{key}: " in message and " there, " in message and " now" in message
     assert "hydra.run.dir=" in message and "resume=false" in message
-    assert read_summary(run_dir)["exit_code"] == exit_codes.CONFIG_ERROR
-    assert checkpoint_step(run_dir) == 6  # the checkpoint is untouched
+    assert snapshot(run_dir) == before  # nothing written: the checkpoint is the run's record
     differences = message[message.index("run (") + 5 : message.index("): choose")]
     record("changed setting on resume", override, f"refused before training, naming {differences}", "nothing")
 
@@ -166,6 +168,19 @@ def test_a_signal_loses_at_most_the_step_in_progress(completed, tmp_path, monkey
     record(f"{signal.Signals(signum).name}", f"during {'training step 3' if moment == 'step' else 'validation of step 2'}",
            f"exit {interrupted['exit_code']}, checkpoint at step {saved}; rerun completed with the same validation curve",
            f"{interrupted['steps'] - saved} finished steps")
+
+
+def test_an_early_interrupt_reports_the_step_0_validation_and_the_command_that_continues(tmp_path, monkeypatch,
+                                                                                         caplog):
+    caplog.set_level(logging.INFO)
+    _signal_at(monkeypatch, signal.SIGTERM, 0, "step")
+    interrupted = run(tmp_path)
+    assert interrupted["status"] == "interrupted" and interrupted["metrics_step"] == 0
+    assert interrupted["x_l1"] == pytest.approx(validation_curve(tmp_path)[0])
+    assert f"continue with: python train.py {RUN[0]} " in caplog.text and f"hydra.run.dir={tmp_path}" in caplog.text
+    closing = [line for line in caplog.text.splitlines() if "interrupted after" in line][-1]
+    assert re.search(r"val x_l1 = \d+(\.\d{1,3})?(e[+-]\d+)? \(run dir", closing)  # rounded, not a raw float
+    assert "Received SIGTERM" not in caplog.text  # Lightning's own handler is not called after the closing line
 
 
 def test_a_run_stopped_by_max_time_is_checked_for_divergence_before_its_final_save(tmp_path):

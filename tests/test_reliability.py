@@ -177,8 +177,8 @@ def test_a_corrupt_checkpoint_is_named(tiny_config, tmp_path):
     corrupt = tmp_path / "broken.ckpt"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=f"checkpoint {corrupt} is corrupt or unreadable"):
-        train(tiny_config(f"ckpt_path={corrupt}"))
-    assert read_summary(tmp_path)["exit_code"] == exit_codes.CONFIG_ERROR
+        train(tiny_config(f"ckpt_path={corrupt}", f"run_dir={tmp_path / 'run'}"))
+    assert read_summary(tmp_path / "run")["exit_code"] == exit_codes.CONFIG_ERROR
     record("corrupt checkpoint", "at start-up (ckpt_path)", "refused before training, naming the file, exit 2",
            "nothing")
 

@@ -4,6 +4,9 @@ can shrink a sweep, and a sweep ends in one table and titled figures; every pape
 sweep file composes."""
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import os
 import runpy
 import sys
@@ -21,12 +24,15 @@ from omegaconf import OmegaConf
 
 import sweep as sweep_cli
 from conftest import CONF, REPO, compose_config, options
+from fault_log import record
+from wandb_files import finished_run_records
 from hydra_plugins.sip_sweeper.sip_sweeper import cartesian
 from sip_train.module import InverseProblemModule, build_components
 from sip_train.sweep.figures import curve_grid, learning_curves, versus
 from sip_train.sweep.report import report
-from sip_train.sweep.results import outcome, training_seconds
-from sip_train.sweep.spec import Job, Sweep, SweepError, expand, is_completed, load_plan, plan, render
+from sip_train.summary import read_summary
+from sip_train.sweep.results import collect, outcome, training_seconds
+from sip_train.sweep.spec import Job, Sweep, SweepError, expand, job_state, load_plan, plan, render
 from sip_train.sweep.wandb_upload import log_to_wandb
 
 #: Fixed values of a test-sized job: 8x8 heat, 4 steps, validation at steps 0, 2 and 4.
@@ -48,9 +54,19 @@ def write_sweep(conf_dir, name, experiment=None, **spec):
 
 
 def multirun(monkeypatch, *overrides):
-    """`python train.py <overrides>` in this process (no -m needed: a sweep file makes it a multirun)."""
+    """`python train.py <overrides>` in this process (no -m needed: a sweep file makes it a multirun). The
+    logging handlers Hydra adds for it are removed afterwards: they write to this test's captured output,
+    which pytest closes when the test ends."""
     monkeypatch.setattr(sys, "argv", [str(REPO / "train.py"), *overrides])
-    runpy.run_path(str(REPO / "train.py"), run_name="__main__")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
 
 
 def summary_times(sweep_dir):
@@ -220,19 +236,51 @@ def test_outcomes_and_the_training_clock():
     assert training_seconds(metrics.drop(columns="time/step_ms"), fallback_ms=2.0)(np.array([10])) == pytest.approx([0.02])
 
 
-def test_a_finished_run_of_other_overrides_is_not_taken_for_this_job(tmp_path):
-    job = Job("optimizer=sip", {"optimizer": "sip"}, ("optimizer=sip", "trainer.max_steps=10", "threads=1"))
-    run_dir = tmp_path / job.name
-    (run_dir / ".hydra").mkdir(parents=True)
-    assert not is_completed(job, tmp_path)
-    (run_dir / "summary.json").write_text('{"status": "failed: boom"}')
-    assert not is_completed(job, tmp_path)
-    (run_dir / "summary.json").write_text('{"status": "completed", "x_l1": 1.0}')
-    OmegaConf.save(OmegaConf.create(["optimizer=sip", "trainer.max_steps=10", "threads=2"]), run_dir / ".hydra" / "overrides.yaml")
-    assert is_completed(job, tmp_path)  # threads only change how it ran
-    OmegaConf.save(OmegaConf.create(["optimizer=sip", "trainer.max_steps=20"]), run_dir / ".hydra" / "overrides.yaml")
-    with pytest.raises(SweepError, match="trainer.max_steps=20"):
-        is_completed(job, tmp_path)
+def test_a_job_is_finished_only_by_the_run_identity_its_summary_records(tmp_path):
+    identity = {"optimizer": {"lr": 0.001}, "seed": 0}
+    assert job_state(tmp_path, "aaaa", identity, 10) == ("to run", [])  # never ran
+    record = {"config_hash": "aaaa", "config_identity": identity, "status": "completed", "steps": 10}
+    (tmp_path / "summary.json").write_text(json.dumps(record))
+    assert job_state(tmp_path, "aaaa", identity, 10) == ("completed", [])
+    assert job_state(tmp_path, "aaaa", identity, 20) == ("to run", [])  # a raised max_steps continues it
+    edited = {"optimizer": {"lr": 0.1}, "seed": 0}
+    assert job_state(tmp_path, "bbbb", edited, 10) == ("changed", ["optimizer.lr: 0.001 there, 0.1 now"])
+    (tmp_path / "summary.json").write_text(json.dumps({**record, "status": "failed: boom"}))
+    assert job_state(tmp_path, "aaaa", identity, 10) == ("to run", [])
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "completed", "steps": 10}))  # recorded before hashes
+    assert job_state(tmp_path, "aaaa", identity, 10) == ("to run", [])  # train.py checks its checkpoint instead
+
+
+def test_an_edited_experiment_runs_its_jobs_again_and_the_report_shows_no_stale_result(tmp_path, monkeypatch, capfd):
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    experiment = conf / "experiment" / "tiny_edited.yaml"
+    experiment.write_text("# @package _global_\noptimizer:\n  lr: 1.0e-3\n")
+    arguments = [*write_sweep(conf, "edited", experiment="tiny_edited",
+                              grid={"optimizer": ["adam"], "data.batch_size": 2, "threads": 1, **TINY_JOB}),
+                 f"hydra.sweep.dir={tmp_path / 'out'}"]
+    multirun(monkeypatch, *arguments)
+    job_dir = tmp_path / "out" / "optimizer=adam"
+    first = read_summary(job_dir)
+    experiment.write_text("# @package _global_\noptimizer:\n  lr: 1.0e-1\n")
+    capfd.readouterr()
+    multirun(monkeypatch, *arguments, "hydra.sweeper.dry_run=true")  # what sweep.py --list runs
+    assert "changed  optimizer=adam  (optimizer.lr: 0.001 there, 0.1 now)" in capfd.readouterr().out
+    multirun(monkeypatch, *arguments)
+    again = read_summary(job_dir)
+    assert again["config_identity"]["optimizer"]["lr"] == 0.1 and again["config_hash"] != first["config_hash"]
+    (aside,) = job_dir.glob("replaced-*")
+    assert read_summary(aside) == first and (aside / "checkpoints" / "last.ckpt").is_file()
+    assert pd.read_csv(job_dir / "metrics.csv")["step"].is_monotonic_increasing  # one run's rows only
+    table = report(tmp_path / "out")["table"]
+    assert table.loc[0, "status"] == "completed" and table.loc[0, "x_l1"] == pytest.approx(again["x_l1"])
+    sweep, jobs, _ = load_plan(tmp_path / "out")
+    stale_jobs = [dataclasses.replace(job, config_hash=first["config_hash"]) for job in jobs]  # a plan of the old file
+    stale, curves = collect(sweep, stale_jobs, tmp_path / "out")
+    assert stale.loc[0, "status"] == "stale" and pd.isna(stale.loc[0, "x_l1"]) and curves.empty
+    record("experiment file edited after a sweep ran", "re-running the sweep (lr 1e-3 -> 1e-1)",
+           "the job is listed as changed naming the key, runs again; its earlier run moved to replaced-<date>/; "
+           "a report against an older plan lists it as stale, without metrics", "nothing")
 
 
 def test_with_wandb_on_the_aggregate_is_one_run_in_the_sweeps_group(tmp_path, monkeypatch):
@@ -246,7 +294,9 @@ def test_with_wandb_on_the_aggregate_is_one_run_in_the_sweeps_group(tmp_path, mo
             == "heat_lr_batch"
     runs = list((sweep_dir / "wandb").glob("offline-run-*"))
     assert len(runs) >= 1 and len({run.name.split("-")[3] for run in runs}) == 1  # offline-run-<time>-<id>[-n]
-    assert all(b"heat_lr_batch" in next(run.glob("*.wandb")).read_bytes() for run in runs)
+    for run in runs:  # read once W&B's service has written the run's exit record, however long that takes
+        (info,) = [r.run for r in finished_run_records(next(run.glob("*.wandb"))) if r.WhichOneof("record_type") == "run"]
+        assert info.run_group == "heat_lr_batch"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert log_to_wandb(sweep_dir, pd.DataFrame(), [], {"project": "p", "mode": "auto"}) is None
 

@@ -6,46 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from wandb.proto import wandb_internal_pb2
 
 from conftest import REPO
+from wandb_files import finished_run_records
 from sip_train import loggers
 from sip_train.console import offline_notice
 from sip_train.run import train
-
-BLOCK = 32768  # W&B's run file: LevelDB log framing, 32 KiB blocks after a 7-byte file header
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-
-
-def read_run_file(path: Path) -> list[wandb_internal_pb2.Record]:
-    """The records of a W&B run file (`run-<id>.wandb`), in order."""
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    records, position, pieces = [], 7, b""
-    while position + 7 <= len(data):
-        if BLOCK - position % BLOCK < 7:  # a block's tail too short for a header is padding
-            position += BLOCK - position % BLOCK
-            continue
-        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
-        if kind == 0 and length == 0:
-            break
-        pieces += data[position + 7 : position + 7 + length]
-        position += 7 + length
-        if kind in (FULL, LAST):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pieces)
-            records.append(record)
-            pieces = b""
-    return records
-
 
 class WandbRun:
     """The parts of an offline W&B run a researcher sees: run info, config, metric definitions, history, summary."""
@@ -53,13 +25,7 @@ class WandbRun:
     def __init__(self, run_dir: Path, timeout_s: float = 30.0) -> None:
         files = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
         assert len(files) == 1, files
-        # W&B's service process writes the file; after wandb.finish() it may still be writing the last records
-        deadline = time.monotonic() + timeout_s
-        records = read_run_file(files[0])
-        while not any(record.WhichOneof("record_type") == "exit" for record in records):
-            assert time.monotonic() < deadline, "the W&B run was never finished"
-            time.sleep(0.2)
-            records = read_run_file(files[0])
+        records = finished_run_records(files[0], timeout_s)
         self.config, self.summary, self.history, self.metrics = {}, {}, [], []
         for record in records:
             kind = record.WhichOneof("record_type")

@@ -12,11 +12,13 @@ them). When the launcher config sets hydra.job.env_set.OMP_NUM_THREADS, jobs get
 is imported before Hydra sets the variable in a launcher's worker process).
 """
 
+import dataclasses
 import itertools
 import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException
@@ -25,8 +27,9 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from sip_train.sweep.spec import (Job, Sweep, SweepError, is_completed, override_key, plan, quote, render,
-                                  save_plan, sweep_directory, wandb_settings)
+from sip_train.resolvers import config_identity, identity_hash
+from sip_train.sweep.spec import (Job, Sweep, SweepError, job_state, override_key, plan, quote, render, save_plan,
+                                  sweep_directory, wandb_settings)
 
 log = logging.getLogger(__name__)
 
@@ -100,21 +103,39 @@ class SipSweeper(Sweeper):
         given = any(override_key(item) == "hydra.sweep.dir" for item in config.hydra.overrides.hydra)
         sweep_dir = sweep_directory(name, config.hydra.sweep.dir if given else None)
         config.hydra.sweep.dir = str(sweep_dir)  # where the launcher writes (e.g. submitit's .submitit/)
-        try:
-            finished = {job.name for job in jobs if is_completed(job, sweep_dir)}
-        except SweepError as error:
-            raise CompactHydraException(str(error)) from error
-        pending = [job for job in jobs if job.name not in finished]
+        states = {}
+        for index, job in enumerate(jobs):
+            identity, max_steps = self._identity(self._job_overrides(job, sweep_dir))
+            jobs[index] = job = dataclasses.replace(job, config_hash=identity_hash(identity))
+            states[job.name] = job_state(sweep_dir / job.name, job.config_hash, identity, max_steps)
+        pending = [job for job in jobs if states[job.name][0] != "completed"]
         if self.dry_run:
             for job in jobs:
-                print(f"{'completed' if job.name in finished else 'to run':>9}  {job.name}")
+                state, changed = states[job.name]
+                print(f"{state:>9}  {job.name}" + (f"  ({'; '.join(changed)})" if changed else ""))
             print(f"sweep directory: {sweep_dir}")
             return sweep_dir, []
+        for index, job in enumerate(pending):
+            if states[job.name][0] == "changed":  # a fresh run: train.py moves the earlier one aside
+                log.warning("%s ran with another configuration (%s): it runs again, its earlier run moved to "
+                            "%s/replaced-<date>/", job.name, "; ".join(states[job.name][1]), job.name)
+                pending[index] = dataclasses.replace(job, overrides=(*job.overrides, "resume=false"))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         save_plan(sweep_dir, sweep, jobs, wandb_settings(config))
         log.info("sweep %s: %d jobs in %s, %d finished before, %d to run", name, len(jobs), sweep_dir,
-                 len(finished), len(pending))
+                 len(jobs) - len(pending), len(pending))
         return sweep_dir, [self._job_overrides(job, sweep_dir) for job in pending]
+
+    def _identity(self, overrides: list[str]) -> tuple[dict[str, Any], Any]:
+        """(run identity, trainer.max_steps) of a job's config, composed as the launcher will compose it."""
+        job_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        before = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(job_config)  # its ${hydra:runtime.choices...} resolve against the job
+        try:
+            return config_identity(job_config), OmegaConf.select(job_config, "trainer.max_steps",
+                                                                 throw_on_resolution_failure=False)
+        finally:
+            HydraConfig.instance().cfg = before
 
     def _job_overrides(self, job: Job, sweep_dir: Path) -> list[str]:
         """A job's task overrides, its run directory, and an override_dirname of its swept values

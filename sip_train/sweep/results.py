@@ -22,7 +22,8 @@ CURVE_COLUMNS = ["curve", "step", "time_s", "value"]
 
 
 def outcome(summary: dict[str, Any] | None, metric: str) -> str:
-    """completed | diverged (completed, final metric NaN/inf) | failed | interrupted | missing."""
+    """completed | diverged (completed, final metric NaN/inf) | failed | interrupted | missing | stale (a run of
+    another configuration than the job's now, see `collect`)."""
     if summary is None:
         return "missing"
     status = str(summary.get("status", "missing"))
@@ -89,13 +90,20 @@ def job_row(sweep: Sweep, job: Job, summary: dict[str, Any] | None, curves: pd.D
 
 
 def collect(sweep: Sweep, jobs: Sequence[Job], sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results: one row per job, curves: long format with a `job` column) of a sweep directory."""
+    """(results: one row per job, curves: long format with a `job` column) of a sweep directory. A job whose
+    summary.json records another run identity than the plan's (its configuration changed since it ran) is
+    listed as stale, without metrics or curves."""
     rows, curves = [], []
     for job in jobs:
         run_dir = Path(sweep_dir) / job.name
         summary = read_summary(run_dir) if (run_dir / "summary.json").is_file() else None
-        job_curves = read_curves(run_dir, list(dict.fromkeys([*sweep.curves, f"val/{sweep.metric}"])),
-                                 (summary or {}).get("step_time_ms_median"))
+        stale = summary is not None and None not in (job.config_hash, summary.get("config_hash")) \
+            and summary["config_hash"] != job.config_hash
+        if stale:  # not this job's result: none of it is shown
+            summary, job_curves = {"status": "stale"}, pd.DataFrame(columns=CURVE_COLUMNS)
+        else:
+            job_curves = read_curves(run_dir, list(dict.fromkeys([*sweep.curves, f"val/{sweep.metric}"])),
+                                     (summary or {}).get("step_time_ms_median"))
         rows.append(job_row(sweep, job, summary, job_curves))
         curves.append(job_curves.assign(job=job.name))
     return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)

@@ -50,14 +50,10 @@ from typing import Any, Sequence
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from sip_train.checkpoints import newest_checkpoint
+from sip_train.resolvers import differences
 from sip_train.summary import read_summary
 
 SPEC_KEYS = ("grid", "list", "metric", "curves", "smooth", "tail", "plots", "iterative")
-#: Override keys (and key prefixes) that change how a job runs or logs, not its result: a completed
-#: job still counts as done when only these differ.
-RUNTIME_KEYS = ("threads", "logger", "trainer.enable_progress_bar", "trainer.accelerator", "trainer.devices")
-FINISHED = ("completed", "diverged")  # summary.json statuses of jobs that are not run again
 PLAN_FILE = "sweep.yaml"  # the plan of a sweep, written into its directory when it runs
 _PLAIN = re.compile(r"^[A-Za-z_][\w.\-/:@]*$")
 _MAX_NAME = 200
@@ -74,6 +70,7 @@ class Job:
     name: str
     params: dict[str, Any]
     overrides: tuple[str, ...]
+    config_hash: str | None = None  # the identity of its composed config (sip_train.resolvers), set by the sweeper
 
 
 @dataclass
@@ -236,32 +233,21 @@ def sweep_directory(name: str, given: str | Path | None = None) -> Path:
     return Path(given if given is not None else Path("multirun") / name).resolve()
 
 
-def _result_overrides(overrides: Sequence[str]) -> list[str]:
-    """The overrides that determine a job's result (runtime-only ones dropped, `+` ignored), sorted."""
-    return sorted(item.lstrip("+") for item in overrides if not override_key(item).startswith(RUNTIME_KEYS))
-
-
-def is_completed(job: Job, sweep_dir: Path) -> bool:
-    """Whether <sweep_dir>/<job> holds a finished run of this job: completed or diverged (both are
-    results; a failed, interrupted or missing run is run again, continuing from its checkpoint).
-
-    Raises:
-        SweepError: the directory holds a result or a checkpoint of other overrides (e.g. the same
-            sweep with another trainer.max_steps): reusing it would mix two experiments.
+def job_state(run_dir: Path, config_hash: str, identity: dict[str, Any], max_steps: int) -> tuple[str, list[str]]:
+    """Whether a job's directory holds its finished run, by the run identity its summary.json records:
+    ("completed", []) for a completed run (max_steps reached) or a diverged one of this identity; ("changed",
+    the differing keys) for a run of another identity (e.g. its experiment file was edited since), which must
+    run again afresh; ("to run", []) otherwise (never ran, failed, interrupted or short of max_steps: train.py
+    continues it from its checkpoint, which it checks against the identity itself).
     """
-    run_dir = Path(sweep_dir) / job.name
-    status = read_summary(run_dir).get("status") if (run_dir / "summary.json").is_file() else None
-    finished = status in FINISHED
-    recorded = run_dir / ".hydra" / "overrides.yaml"
-    if (finished or newest_checkpoint(run_dir) is not None) and recorded.is_file():
-        before = _result_overrides(OmegaConf.to_container(OmegaConf.load(recorded)))
-        now = _result_overrides(job.overrides)
-        if before != now:
-            raise SweepError(
-                f"{run_dir} holds a run with other overrides ({sorted(set(before) ^ set(now))}): "
-                "run this sweep in a new directory (hydra.sweep.dir=...) or delete that one"
-            )
-    return finished
+    summary = read_summary(run_dir) if (Path(run_dir) / "summary.json").is_file() else {}
+    recorded = summary.get("config_hash")
+    if recorded is not None and recorded != config_hash:
+        return "changed", differences(summary.get("config_identity") or {}, identity)
+    reached = max_steps is None or max_steps <= 0 or (summary.get("steps") or 0) >= max_steps
+    if recorded is not None and (summary.get("status") == "diverged" or summary.get("status") == "completed" and reached):
+        return "completed", []
+    return "to run", []
 
 
 def wandb_settings(config: Any) -> dict[str, Any] | None:
@@ -274,7 +260,8 @@ def save_plan(sweep_dir: Path, sweep: Sweep, jobs: Sequence[Job], wandb: dict[st
     """<sweep_dir>/sweep.yaml: the spec, every job (name, swept values, overrides) and the jobs'
     W&B settings, which is all a report of the sweep directory needs."""
     content = {"sweep": dataclasses.asdict(sweep), "wandb": wandb,
-               "jobs": [{"name": job.name, "params": job.params, "overrides": list(job.overrides)} for job in jobs]}
+               "jobs": [{"name": job.name, "params": job.params, "overrides": list(job.overrides),
+                         "config_hash": job.config_hash} for job in jobs]}
     path = Path(sweep_dir) / PLAN_FILE
     OmegaConf.save(OmegaConf.create(content), path)
     return path
@@ -290,7 +277,7 @@ def load_plan(sweep_dir: Path) -> tuple[Sweep, list[Job], dict[str, Any] | None]
     if not path.is_file():
         raise SweepError(f"{path} not found: {sweep_dir} is not the directory of a sweep that ran")
     content = OmegaConf.to_container(OmegaConf.load(path))
-    jobs = [Job(job["name"], job["params"], tuple(job["overrides"])) for job in content["jobs"]]
+    jobs = [Job(job["name"], job["params"], tuple(job["overrides"]), job.get("config_hash")) for job in content["jobs"]]
     return Sweep(**content["sweep"]), jobs, content["wandb"]
 
 
