@@ -33,16 +33,16 @@ def locate(target: str | Path) -> tuple[Path, Path]:
 
 
 def run_config(run_dir: Path) -> DictConfig:
-    """The run's resolved config (.hydra/config.yaml, its `${hydra:...}` values from .hydra/hydra.yaml)."""
-    from hydra.core.hydra_config import HydraConfig
-
+    """The run's resolved config: .hydra/config.yaml, its `${hydra:...}` values read from .hydra/hydra.yaml."""
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
         raise EvaluationError(f"{run_dir}: no .hydra/config.yaml, so the run's configuration is unknown")
+    config = OmegaConf.create(path.read_text().replace("${hydra:", "${hydra."))  # Hydra's values as plain keys
     hydra_file = run_dir / ".hydra" / "hydra.yaml"
     if hydra_file.is_file():
-        HydraConfig.instance().set_config(OmegaConf.load(hydra_file))
-    return OmegaConf.create(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
+        config.hydra = OmegaConf.load(hydra_file).hydra
+    return OmegaConf.create({key: OmegaConf.to_container(config[key], resolve=True) if OmegaConf.is_config(config[key])
+                             else config[key] for key in config if key != "hydra"})
 
 
 def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
@@ -134,8 +134,9 @@ def evaluate(target: str | Path, overrides: Sequence[str] = (), name: str | None
             x = module.predict(y_target)
             figure = module.problem.figure(x, x_true, module.problem.simulate(x), y_target)
         primary = module.problem.primary_metric
-        plots.add_title(figure, f"{run_dir.name} at step {step}, {name or _eval_name(overrides)}: "
-                                f"val {primary} = {metrics.get(primary, float('nan')):.4g}")
+        setting = f" with {', '.join(overrides)}" if overrides else ""
+        plots.add_title(figure, f"{run_dir.name} at step {step}{setting}: val {primary} = "
+                                f"{metrics.get(primary, float('nan')):.4g}")
         (eval_dir / "figures").mkdir(exist_ok=True)
         figure.savefig(eval_dir / "figures" / "examples.png", dpi=80)
         plt.close(figure)
