@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -16,6 +17,8 @@ from conftest import REPO
 from sip_train import cli
 
 HEAVY = ("torch", "lightning", "scipy", "wandb", "matplotlib")
+#: What `pip install .` reads: the build files, the package, its configs and the Hydra plugins.
+PACKAGE_FILES = ("pyproject.toml", "setup.py", "README.md", "sip_train", "conf", "hydra_plugins")
 
 
 def hydra_error(monkeypatch, capsys, *overrides: str) -> str:
@@ -77,9 +80,11 @@ def test_help_a_config_error_and_sweep_list_import_none_of_the_heavy_libraries(t
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """The package installed with pip into a fresh prefix (no dependencies, no network): (bin dir, environment)."""
-    prefix = tmp_path_factory.mktemp("prefix")
+    prefix, source = tmp_path_factory.mktemp("prefix"), tmp_path_factory.mktemp("source")
+    for name in PACKAGE_FILES:  # built from a copy: pip builds in the source tree and leaves build/ there
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--prefix", str(prefix), str(REPO)], check=True, capture_output=True, timeout=300)
+                    "--prefix", str(prefix), str(source)], check=True, capture_output=True, timeout=300)
     site = sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)})
     env = {**os.environ, "PYTHONPATH": site, "PATH": f"{prefix / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     return prefix / "bin", env
@@ -120,4 +125,4 @@ def test_installed_commands_run_from_another_directory_as_a_wandb_agent_runs_the
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert (summary["status"], summary["problem"], summary["optimizer"], summary["steps"]) == ("completed", "heat", "sip", 2)
     sources = yaml.safe_load((tmp_path / "run" / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["config_sources"]
-    assert any(source["path"].startswith(f"file://{bin_dir.parent}") for source in sources)  # the installed configs
+    assert any(source["path"].startswith(str(bin_dir.parent)) for source in sources)  # the installed configs
