@@ -2,6 +2,7 @@
 outside a Hydra app (the Python API, tests, benchmarks, tools), as `sip-train` would."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -14,7 +15,16 @@ def _config_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "conf"
 
 
+def _expose_plugins() -> None:
+    """Hydra finds plugins by listing the folders of the `hydra_plugins` namespace on sys.path. An editable
+    install (`pip install -e .`) maps the packages without putting their folder there: add it."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / "hydra_plugins").is_dir() and str(root) not in sys.path:
+        sys.path.append(str(root))
+
+
 CONF = _config_dir()
+_expose_plugins()
 
 
 def search_path_overrides(config_dirs: Sequence[str | Path]) -> list[str]:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from pathlib import Path
 
 import pytest
 import yaml
@@ -77,17 +78,36 @@ def test_help_a_config_error_and_sweep_list_import_none_of_the_heavy_libraries(t
     assert "optimizer=sip" in result.stdout  # heat_methods' jobs were listed (what `sip-sweep --list` runs)
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """The package installed with pip into a fresh prefix (no dependencies, no network): (bin dir, environment)."""
+def pip_install(tmp_path_factory, *options: str) -> tuple[Path, Path, Path]:
+    """The package installed with pip into a fresh prefix (no dependencies, no network), from a copy of its files
+    (pip builds in the source tree): (prefix, its site-packages, the copy)."""
     prefix, source = tmp_path_factory.mktemp("prefix"), tmp_path_factory.mktemp("source")
-    for name in PACKAGE_FILES:  # built from a copy: pip builds in the source tree and leaves build/ there
+    for name in PACKAGE_FILES:
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--prefix", str(prefix), str(source)], check=True, capture_output=True, timeout=300)
-    site = sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)})
-    env = {**os.environ, "PYTHONPATH": site, "PATH": f"{prefix / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+                    "--prefix", str(prefix), *options, str(source)], check=True, capture_output=True, timeout=300)
+    return prefix, Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)})), source
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """`pip install .` into a fresh prefix: (its bin dir, an environment that uses it)."""
+    prefix, site, _ = pip_install(tmp_path_factory)
+    env = {**os.environ, "PYTHONPATH": str(site), "PATH": f"{prefix / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     return prefix / "bin", env
+
+
+def test_an_editable_install_finds_the_configs_and_the_sweeper(tmp_path_factory, tmp_path):
+    _, site, source = pip_install(tmp_path_factory, "-e")
+    probe = (f"import site, sys; site.addsitedir({str(site)!r})\n"  # as the prefix were the environment's own
+             "sys.argv = ['sip-train', '-m', 'sweep=heat_methods', 'hydra.sweeper.dry_run=true',\n"
+             f"            'hydra.sweep.dir={tmp_path}']\n"
+             "from sip_train.cli import train_command\n"
+             "print('FROM', sys.modules['sip_train'].__file__)\n"
+             "train_command()\n")
+    listed = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "to run  optimizer=sip" in listed.stdout, listed.stderr[-2000:]
+    assert f"FROM {source / 'sip_train' / '__init__.py'}" in listed.stdout  # the editable install's own files
 
 
 def agent_command(sweep_file, run_config: dict) -> list[str]:
