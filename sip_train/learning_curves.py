@@ -38,7 +38,7 @@ def draw_learning_curves(run_dir: str | Path) -> Path | None:
         ax.set_title("validation" if prefix == "val/" else "training", fontsize=10)
         ax.grid(alpha=0.3)
     legend_outside(fig, axes)
-    fig.suptitle(f"{run_dir.name}: learning curves")
+    fig.suptitle(f"{run_dir.parent.name}/{run_dir.name}: learning curves")
     (run_dir / "figures").mkdir(exist_ok=True)
     return save(fig, run_dir / "figures" / "learning_curves.png")
 

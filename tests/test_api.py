@@ -17,6 +17,8 @@ from sip_train import compare, evaluate, train
 from sip_train.evaluation import EvaluationError
 from sip_train.learning_curves import LearningCurves
 from sip_train.run import ConfigError
+from sip_train.sweep.figures import curve_grid
+from sip_train.sweep.spec import Job, Sweep
 
 EXP = [*TINY, "problem=exp", "updates_per_step=1", "data.steps_per_draw=1"]
 
@@ -113,3 +115,15 @@ def test_a_plain_multirun_ends_with_a_comparison_in_its_sweep_directory(tmp_path
     table = pd.read_csv(tmp_path / "comparison.csv")
     assert sorted(table["optimizer"]) == ["adam", "sgd"] and list(table["runs"]) == [1, 1]
     assert (tmp_path / "comparison.md").is_file() and (tmp_path / "comparison.png").is_file()
+
+
+def test_a_grid_figure_title_fits_inside_a_narrow_figure():
+    jobs = [Job(f"job{lr}", {"optimizer.lr": lr, "data.batch_size": 4}, ()) for lr in (1e-3, 1e-4)]
+    curves = pd.concat([pd.DataFrame({"curve": "val/x_l1", "step": [0, 1], "time_s": [0.0, 1.0], "value": [2.0, 1.0],
+                                      "job": job.name}) for job in jobs])
+    sweep = Sweep(name="a_sweep_with_a_rather_long_name_for_one_column", curves=["val/x_l1", "train/y_l2"])
+    fig = curve_grid(curves, jobs, sweep, rows="optimizer.lr", cols="data.batch_size")
+    fig.canvas.draw()
+    title = fig._suptitle.get_window_extent()
+    assert fig.bbox.x0 <= title.x0 and title.x1 <= fig.bbox.x1 and title.y1 <= fig.bbox.y1
+    assert "a_sweep_with_a_rather_long_name_for_one_column" in fig._suptitle.get_text()  # no word broken

@@ -18,13 +18,18 @@ from sip_train.report_format import legend_outside, log_scale_if_positive, save,
 from sip_train.sweep.spec import Job, Sweep, render
 
 X_AXES = {"step": "training step", "time_s": "training wall-clock [s]"}
-#: Title characters per inch of figure width (the default title font, with a margin).
+#: Title characters per inch of figure width at the title's size (12 pt), with a margin.
 TITLE_CHARS_PER_INCH = 9
+TITLE_POINTS = 12.0
 
 
 def set_title(fig: Figure, text: str) -> None:
-    """The figure's title, wrapped to its width so that no end is clipped, however narrow the figure."""
-    fig.suptitle(textwrap.fill(text, width=max(20, int(fig.get_figwidth() * TITLE_CHARS_PER_INCH))))
+    """The figure's title, wrapped to its width (and smaller where one word is wider) so that no end is
+    clipped, however narrow the figure."""
+    width = max(1, int(fig.get_figwidth() * TITLE_CHARS_PER_INCH))
+    lines = textwrap.wrap(text, width=width, break_long_words=False, break_on_hyphens=False)
+    longest = max(map(len, lines), default=1)
+    fig.suptitle("\n".join(lines), fontsize=TITLE_POINTS * min(1.0, width / longest))
 
 
 def _short(key: str) -> str:
