@@ -62,12 +62,14 @@ def _setting(run_dir: Path, summary: dict[str, Any], command_line: dict[str, str
 
 
 def run_settings(runs: Sequence[Path]) -> dict[Path, dict[str, str]]:
-    """Each run's values of the keys that differ between the runs (problem and rule if none differ)."""
+    """Each run's values of the keys that differ between the runs (problem and rule too if only the seed does)."""
     summaries = {run: read_summary(run) for run in runs}
     command_lines = {run: _command_line(run) for run in runs}
     keys = list(dict.fromkeys(["problem", "optimizer", *(k for line in command_lines.values() for k in line)]))
     values = {run: {key: _setting(run, summaries[run], command_lines[run], key) for key in keys} for run in runs}
-    differing = [key for key in keys if len({values[run][key] for run in runs}) > 1] or ["problem", "optimizer"]
+    differing = [key for key in keys if len({values[run][key] for run in runs}) > 1]
+    if set(differing) <= {"seed"}:  # one configuration: name it by its problem and rule
+        differing = ["problem", "optimizer", *differing]
     return {run: {key: values[run][key] for key in differing} for run in runs}
 
 

@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, TINY, compose_config
-from sip_train import compare, evaluate, train
+from sip_train import cli, compare, evaluate, train
 from sip_train.evaluation import EvaluationError
 from sip_train.learning_curves import LearningCurves
 from sip_train.run import ConfigError
@@ -126,4 +126,19 @@ def test_a_grid_figure_title_fits_inside_a_narrow_figure():
     fig.canvas.draw()
     title = fig._suptitle.get_window_extent()
     assert fig.bbox.x0 <= title.x0 and title.x1 <= fig.bbox.x1 and title.y1 <= fig.bbox.y1
-    assert "a_sweep_with_a_rather_long_name_for_one_column" in fig._suptitle.get_text()  # no word broken
+    assert "a_sweep_with_a_rather_long_name_for_one_column" in fig.get_suptitle()  # no word broken
+
+
+def test_sip_eval_and_sip_compare_print_their_results_and_refuse_in_one_line(runs, tmp_path, capsys):
+    base, summaries = runs
+    cli.eval_command([str(base / "sgd-0"), "--name", "again"])
+    out = capsys.readouterr().out
+    assert f"x_l1  {summaries['sgd-0']['x_l1']:.6g}" in out and str(base / "sgd-0" / "eval" / "again") in out
+    with pytest.raises(SystemExit) as stop:
+        cli.eval_command([str(base / "sgd-0"), "optimizer.lr=1"])
+    assert stop.value.code == 2 and capsys.readouterr().err.startswith("error: optimizer.lr=1: an evaluation keeps")
+    cli.compare_command([str(base / "adam-0"), str(base / "adam-1"), "--out", str(tmp_path)])
+    assert "| exp | adam | 2 | 2 | 0,1 |" in capsys.readouterr().out  # one configuration, named by problem and rule
+    with pytest.raises(SystemExit) as stop:
+        cli.compare_command([str(tmp_path / "nothing")])
+    assert stop.value.code == 2 and "no such directory" in capsys.readouterr().err
