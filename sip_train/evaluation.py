@@ -93,6 +93,7 @@ def evaluate(target: str | Path, overrides: Sequence[str] = (), name: str | None
     from sip_train import console, plots
     from sip_train.checkpoints import read_checkpoint
     from sip_train.module import InverseProblemModule
+    from sip_train.problems.base import batch_rows
 
     console.silence_known_warnings()
     run_dir, checkpoint_path = locate(target)
@@ -129,10 +130,10 @@ def evaluate(target: str | Path, overrides: Sequence[str] = (), name: str | None
     examples = cfg.get("figure_examples", 3)
     if examples:
         device = next(module.network.parameters()).device
-        x_true, y_target = (t[:examples] for t in data.validation_set(device))
+        x_true, y_target, *observed = batch_rows(data.validation_set(device), slice(examples))
         with torch.no_grad():
             x = module.predict(y_target)
-            figure = module.problem.figure(x, x_true, module.problem.simulate(x), y_target)
+            figure = module.problem.figure(x, x_true, module.problem.simulate(x, *observed), y_target, *observed)
         primary = module.problem.primary_metric
         setting = f" with {', '.join(overrides)}" if overrides else ""
         plots.add_title(figure, f"{run_dir.name} at step {step}{setting}: val {primary} = "
