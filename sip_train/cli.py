@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,7 +30,7 @@ from sip_train.hydra_errors import CONFIG_ERRORS, one_line
 log = logging.getLogger("train")
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """A configuration error: one line on stderr, exit status 2."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(exit_codes.CONFIG_ERROR)
