@@ -2,6 +2,7 @@
 `sip-train`, without a Hydra app."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +29,8 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None,
     from sip_train.run import ConfigError, train as run_training
 
     console.silence_known_warnings()
+    if not logging.getLogger().handlers:  # a notebook or script without logging set up: show the run's lines
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         cfg = compose_config(overrides, run_dir, config_dirs)
     except CONFIG_ERRORS as error:
