@@ -2,8 +2,8 @@
 # libraries (so no CUDA base image can disagree with it); the host's NVIDIA driver comes in with --gpus.
 #   docker build -t sip-train .
 #   docker run --gpus all -v $PWD/outputs:/app/outputs -e WANDB_API_KEY sip-train problem=heat optimizer=sip
-# Arguments are train.py overrides; runs train on the GPU (trainer=gpu) and stop with one line if there is none.
-# Sweeps: docker run --gpus all -v $PWD/multirun:/app/multirun --entrypoint python sip-train sweep.py sweep=heat_methods
+# Arguments are sip-train overrides; runs train on the GPU (trainer=gpu) and stop with one line if there is none.
+# Sweeps: docker run --gpus all -v $PWD/multirun:/app/multirun --entrypoint sip-sweep sip-train sweep=heat_methods
 # Another CUDA build of torch: docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .
 FROM python:3.11-slim
 
@@ -16,4 +16,5 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install "$(grep '^torch==' requiremen
     && pip install -r requirements.txt
 
 COPY . .
-ENTRYPOINT ["python", "train.py", "trainer=gpu"]
+RUN pip install --no-deps .
+ENTRYPOINT ["sip-train", "trainer=gpu"]

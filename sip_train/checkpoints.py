@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sip_train.resolvers import NOT_IDENTITY, differences
@@ -46,6 +45,8 @@ def resolve_resume(run_dir: str | Path, ckpt_path: str | None, resume: bool) -> 
 
 def read_checkpoint(path: Path) -> dict:
     """A checkpoint's contents; a ValueError naming the path if it is unreadable."""
+    import torch  # here, not at the top: the sweeper imports this module, and `--help` must not wait for torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any failure to read means the file is unusable

@@ -4,6 +4,7 @@ Every figure is titled, legends sit outside the panels, swept-key axes are ticke
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,6 +18,18 @@ from sip_train.report_format import legend_outside, log_scale_if_positive, save,
 from sip_train.sweep.spec import Job, Sweep, render
 
 X_AXES = {"step": "training step", "time_s": "training wall-clock [s]"}
+#: Title characters per inch of figure width at the title's size (12 pt), with a margin.
+TITLE_CHARS_PER_INCH = 9
+TITLE_POINTS = 12.0
+
+
+def set_title(fig: Figure, text: str) -> None:
+    """The figure's title, wrapped to its width (and smaller where one word is wider) so that no end is
+    clipped, however narrow the figure."""
+    width = max(1, int(fig.get_figwidth() * TITLE_CHARS_PER_INCH))
+    lines = textwrap.wrap(text, width=width, break_long_words=False, break_on_hyphens=False)
+    longest = max(map(len, lines), default=1)
+    fig.suptitle("\n".join(lines), fontsize=TITLE_POINTS * min(1.0, width / longest))
 
 
 def _short(key: str) -> str:
@@ -52,7 +65,7 @@ def _draw(ax: Axes, curves: pd.DataFrame, jobs: Sequence[Job], x: str, labels: d
     ax.grid(alpha=0.3)
 
 
-def learning_curves(curves: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep) -> Figure:
+def learning_curves(curves: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep, title: str | None = None) -> Figure:
     """Every job's curves against steps (left) and training wall-clock (right): Fig. 6 style."""
     labels = {job.name: job_label(job.params) for job in jobs}
     colours = _colours(list(labels.values()))
@@ -66,7 +79,7 @@ def learning_curves(curves: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep) -> 
             ax.set_xlabel(X_AXES[x])
             ax.set_ylabel(curve)
     legend_outside(fig, axes.flat, loc="outside lower center")
-    fig.suptitle(f"sweep {sweep.name}: learning curves")
+    set_title(fig, title or f"sweep {sweep.name}: learning curves")
     return fig
 
 
@@ -103,7 +116,7 @@ def curve_grid(curves: pd.DataFrame, jobs: Sequence[Job], sweep: Sweep, rows: st
     for ax in axes.flat:  # one y scale for the panels that share it
         log_scale_if_positive(ax, curves.loc[curves["curve"].isin(sweep.curves), "value"])
     legend_outside(fig, axes.flat, loc="outside lower center")
-    fig.suptitle(f"sweep {sweep.name}: {', '.join(sweep.curves)} per {_short(rows)} and {_short(cols)}")
+    set_title(fig, f"sweep {sweep.name}: {', '.join(sweep.curves)} per {_short(rows)} and {_short(cols)}")
     return fig
 
 
