@@ -3,21 +3,18 @@ from __future__ import annotations
 
 import torch
 
+from sip_train import values
 from sip_train.problems.base import InverseProblem, Observed
 
 
 def positive_int(name: str, value: object) -> int:
     """`value` if it is a positive integer, else a ValueError naming inverse.<name>."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"inverse.{name}={value!r} is invalid: must be a positive integer")
-    return value
+    return values.integer(f"inverse.{name}", value)
 
 
 def positive_float(name: str, value: object, allow_zero: bool = False) -> float:
     """`value` as a float if it is positive (or zero where allowed), else a ValueError naming inverse.<name>."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 if allow_zero else value > 0):
-        raise ValueError(f"inverse.{name}={value!r} is invalid: must be a {'non-negative' if allow_zero else 'positive'} number")
-    return float(value)
+    return values.number(f"inverse.{name}", value, "[0, inf)" if allow_zero else "(0, inf)")
 
 
 class InverseSolver:
@@ -25,9 +22,20 @@ class InverseSolver:
 
     Generic solvers see only the problem's `simulate` and `y_loss`, never the network; x holds the
     unknowns only, and the problem's observed inputs (if any) are passed to `simulate` unchanged.
+
+    Declarations, read by compile=true and the execution modes (never a test for a concrete class):
+
+    Attributes:
+        name: the config option selecting it (inverse=<name>), for messages and the run's record.
+        differentiates_physics_twice: whether it differentiates the simulator's derivatives (J v by a
+            double vjp or forward mode), which compiled physics do not support.
+        vectorizable: whether it works example by example, so that the batches of several networks can be
+            folded into one K*B batch (true for every solver whose examples do not interact).
     """
 
-    name = "generic"  # the config option selecting it (inverse=<name>), for error messages
+    name: str = "generic"
+    differentiates_physics_twice: bool = False
+    vectorizable: bool = True
 
     def check(self, problem: InverseProblem) -> None:
         """Fail at start-up, in one line, if this solver cannot invert `problem`: here, if its

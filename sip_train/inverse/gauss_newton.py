@@ -36,6 +36,7 @@ class GaussNewton(InverseSolver):
     """
 
     name = "gauss_newton"
+    differentiates_physics_twice = True  # J v by a double vjp or forward mode through simulate
 
     def __init__(self, iterations: int = 20, outer_iterations: int = 2, damping: float = 1e-6, rel_tol: float = 1e-4,
                  dense_max_unknowns: int = 16, jacobian: str = "auto", check_every: int = 10) -> None:

@@ -52,6 +52,7 @@ class InverseProblem(nn.Module):
     x_shape: tuple[int, ...]
     y_shape: tuple[int, ...]
     primary_metric: str = "x_l1"  # the validation metric (lower is better) that picks the best checkpoint
+    autocast_physics: bool = False  # under bf16-mixed/16-mixed, run the physics and metrics under autocast too
 
     def __init__(self, batch_reduction: str = "sum") -> None:
         super().__init__()
@@ -91,8 +92,9 @@ class InverseProblem(nn.Module):
                 or cls.simulate_and_update is not InverseProblem.simulate_and_update)
 
     def network_input(self, y_target: torch.Tensor) -> torch.Tensor:
-        """What the network sees: the observation, in float32 whatever the physics precision."""
-        return y_target.float()
+        """What the network sees: the observation in the default dtype (float32; float64 under
+        trainer.precision=64-true), whatever the physics precision."""
+        return y_target.to(torch.get_default_dtype())
 
     def prepare_prediction(self, x: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
         """Turn the raw network output into the solution estimate (e.g. enforce known invariants)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from sip_train import values
 from sip_train.inverse.auto import Auto
 from sip_train.inverse.base import InverseSolver
 from sip_train.problems.base import InverseProblem
@@ -26,12 +27,8 @@ class ProxyRule(UpdateRule):
     def __init__(self, optimizer: OptimizerFactory, lr: float, eta: float = 1.0, proxy_norm: str = "l2",
                  create_graph: bool = False) -> None:
         super().__init__(optimizer, lr, create_graph)
-        if proxy_norm not in PROXY_NORMS:
-            raise ValueError(f"optimizer.proxy_norm={proxy_norm!r} is invalid: choose one of {list(PROXY_NORMS)}")
-        if not eta > 0:
-            raise ValueError(f"optimizer.eta={eta!r} is invalid: must be a positive number")
-        self.eta = eta
-        self.proxy_norm = proxy_norm
+        self.eta = values.number("optimizer.eta", eta)
+        self.proxy_norm = values.choice("optimizer.proxy_norm", proxy_norm, PROXY_NORMS)
 
     def simulate_and_update(
         self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
@@ -56,6 +53,9 @@ class SIP(ProxyRule):
     """Scale-invariant physics: dx = U(x) - x from an inverse solver (the `inverse` config group):
     the problem's hand-written one, or a generic solver that needs only simulate() and y_loss().
 
+    Its declarations follow the solver's (`inverse.differentiates_physics_twice`, `inverse.vectorizable`);
+    the solver is `rule.inverse`, its `name` says which one runs.
+
     Args:
         inverse: the solver (default: `Auto`, the problem's own inverse else Gauss-Newton).
     """
@@ -64,6 +64,14 @@ class SIP(ProxyRule):
                  inverse: InverseSolver | None = None, create_graph: bool = False) -> None:
         super().__init__(optimizer, lr, eta, proxy_norm, create_graph)
         self.inverse = Auto() if inverse is None else inverse
+
+    @property
+    def differentiates_physics_twice(self) -> bool:
+        return self.needs_double_backward or self.inverse.differentiates_physics_twice
+
+    @property
+    def vectorizable(self) -> bool:
+        return self.updates_by_loss and self.inverse.vectorizable
 
     def check(self, problem: InverseProblem, network: torch.nn.Module) -> None:
         self.inverse.check(problem)
