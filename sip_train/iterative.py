@@ -3,7 +3,9 @@
 Gradient descent and L-BFGS-B minimise L(x) = problem.physics_loss(x, y*) for every validation
 example on its own, from x0 = 0, for N iterations; they move the unknowns x only (a problem's
 observed inputs stay as drawn). Their metrics and time are reported beside the predictions of
-trained networks on the same examples.
+trained networks on the same examples. The fluid's loss has zero gradient at v0 = 0 (its energy
+rescaling), so start it elsewhere (--x0 0.1); the oscillators have no true control, so their figure
+shows y_l2 (each problem's primary metric).
 
     python -m sip_train.iterative outputs/heat-sip/RUN outputs/heat-adam/RUN --iterations 1000
     python -m sip_train.iterative problem=heat data.val_size=16 --iterations 100 --out fig13

@@ -267,3 +267,12 @@ def test_a_bad_solver_setting_names_the_key(override, message):
     with pytest.raises(Exception) as error:
         instantiate(compose_config(["inverse=gauss_newton", override]).optimizer)
     assert message in str(error.value)
+
+
+def test_lbfgs_gives_the_same_update_however_often_the_host_checks_its_line_search():
+    problem = Sine(xi=10.0, phi=30.0)
+    x_true, y_target = _sample(problem, 6)
+    x = x_true + 0.3
+    updates = [LBFGS(iterations=6, check_every=every).simulate_and_update(problem, x, y_target)[1] for every in (1, 3, 50)]
+    assert all(torch.equal(update, updates[0]) for update in updates[1:])
+    assert (problem.y_loss(problem.simulate(x + updates[0]), y_target) < problem.y_loss(problem.simulate(x), y_target)).all()
