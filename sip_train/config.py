@@ -39,7 +39,7 @@ def compose_config(overrides: Sequence[str], run_dir: str | Path | None = None,
     """conf/config.yaml with Hydra overrides (and user config folders), fully resolved as in a real run
     (`${hydra:runtime.choices...}` included), so it no longer depends on Hydra's global state: a later
     composition cannot change it. `run_dir` stands in for Hydra's output directory, which exists only in a
-    real run; without it the run directory is the one `hydra.run.dir` names.
+    real run; without it (and without a `run_dir=` override) the run directory is the one `hydra.run.dir` names.
 
     Raises:
         hydra.errors.HydraException: an unknown option or key, or an override that does not parse.
@@ -56,7 +56,10 @@ def compose_config(overrides: Sequence[str], run_dir: str | Path | None = None,
         cfg = compose("config", overrides=[*overrides, *search_path_overrides(config_dirs)], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
-        cfg.run_dir = str(run_dir if run_dir is not None else cfg.hydra.run.dir)
+        if run_dir is not None:
+            cfg.run_dir = str(run_dir)
+        elif OmegaConf.is_interpolation(cfg, "run_dir"):  # Hydra's output directory: not set by an override
+            cfg.run_dir = str(cfg.hydra.run.dir)
         del cfg.hydra
     check_resolvable(cfg)
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # (OmegaConf.resolve rejects list results)

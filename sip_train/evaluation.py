@@ -46,14 +46,14 @@ def run_config(run_dir: Path) -> DictConfig:
 
 
 def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """The run's config with evaluation overrides; an override outside CHANGEABLE, of an unknown key or
-    swapping a whole block (problem=heat) is refused in one line."""
+    """The run's config with evaluation overrides; an override outside CHANGEABLE (a whole block such as
+    problem=heat included) or of an unknown key is refused in one line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     changed = cfg.copy()
     for override, parsed in zip(overrides, OverridesParser.create().parse_overrides(list(overrides))):
         key = parsed.key_or_group
-        if not key.startswith(CHANGEABLE) or key.startswith("network"):
+        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in CHANGEABLE):
             what = "the network" if key.startswith("network") else "what was trained"
             raise EvaluationError(f"{override}: an evaluation keeps {what}; it may change "
                                   f"{', '.join(k + ('*' if k.endswith('.') else '') for k in CHANGEABLE)}")
@@ -64,9 +64,6 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
             keys = list(node.keys()) if isinstance(node, DictConfig) else []
             raise EvaluationError(f"{override}: the run has no key {key}{did_you_mean(name, keys)}; "
                                   f"{parent or 'its config'} has {', '.join(map(str, keys))}")
-        if isinstance(current, DictConfig):
-            raise EvaluationError(f"{override}: an evaluation keeps the run's {key}; change its parameters "
-                                  f"({key}.<name>=...)")
         OmegaConf.update(changed, key, parsed.value(), merge=False)
     return changed
 
