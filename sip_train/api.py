@@ -6,8 +6,6 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from omegaconf import OmegaConf
-
 from sip_train.config import compose_config
 from sip_train.hydra_errors import CONFIG_ERRORS, one_line
 
@@ -37,8 +35,4 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None,
         raise ConfigError(one_line(error)) from error
     except ValueError as error:
         raise ConfigError(str(error)) from error
-    records = Path(cfg.run_dir) / ".hydra"
-    records.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, records / "config.yaml")
-    OmegaConf.save(OmegaConf.create(list(overrides)), records / "overrides.yaml")
-    return run_training(cfg)
+    return run_training(cfg)  # which writes .hydra/ once its checks pass, as for sip-train

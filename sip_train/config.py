@@ -49,6 +49,7 @@ def compose_config(overrides: Sequence[str], run_dir: str | Path | None = None,
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
+    from sip_train import resolvers  # noqa: F401 - registers ${run_name:}, which the default hydra.run.dir uses
     from sip_train.startup import check_resolvable
 
     GlobalHydra.instance().clear()

@@ -124,7 +124,7 @@ def wandb_logger(
         return WandbLogger(save_dir=str(save_dir), project=project)
     chosen = resolve_mode(mode)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    run_id = run_id or _run_id(Path(save_dir))
+    run_id = run_id or os.environ.get("WANDB_RUN_ID") or _run_id(Path(save_dir))  # a W&B agent names its run
     job = multirun_job()
     if job is not None:
         group = group or job[0]

@@ -40,6 +40,7 @@ from sip_train.checkpoints import (
     run_identity,
     truncate_metrics,
 )
+from sip_train.learning_curves import LearningCurves
 from sip_train.loggers import describe_run, finish_wandb
 from sip_train.memory import check_memory
 from sip_train.module import InverseProblemModule
