@@ -97,19 +97,19 @@ class CompiledUpdate:
         self.cuda_graphs = options.get("mode") == "reduce-overhead"
         self.compiled = torch.compile(self._update, **options)
 
-    def _update(self, y_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        loss, x, y = self.rule.loss(self.step, y_target)
+    def _update(self, y_target: torch.Tensor, *observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss, x, y = self.rule.loss(self.step, y_target, *observed)
         result = loss.detach(), x.detach(), y
         loss.backward()
         self.optimizer.step()
         return result
 
-    def __call__(self, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One update on y_target; the batch objective, prediction and simulation as `UpdateRule.training_step`."""
+    def __call__(self, y_target: torch.Tensor, *observed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One update on y_target (and the problem's observed inputs); the batch objective, prediction and simulation as `UpdateRule.training_step`."""
         self.optimizer.zero_grad()
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        loss, x, y = self.compiled(y_target)
+        loss, x, y = self.compiled(y_target, *observed)
         if self.cuda_graphs:
             loss, x, y = loss.clone(), x.clone(), y.clone()
         return {"loss": loss, "x": x, "y": y}

@@ -12,6 +12,7 @@ from sip_train.compiled import CompiledUpdate, compile_options, compile_parts, c
 from sip_train.components import build_components, plain_block
 from sip_train.fast_path import DirectStep, use_fast_path
 from sip_train.physics_precision import PhysicsPrecision
+from sip_train.problems.base import Batch
 from sip_train.training_log import TrainingLog
 from sip_train.validation_figures import ValidationFigures, method_name
 
@@ -108,7 +109,7 @@ class InverseProblemModule(LightningModule):
             end = min(end, trainer.max_steps)
         return max(end - step, 1)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         """`updates_from(global_step)` updates, each one optimizer step, i.e. one global step, on the batch of
         its own global step: small problems pay Lightning's fixed cost per step once per several updates.
         Returns the last update's result with the loss of each update."""
@@ -127,34 +128,35 @@ class InverseProblemModule(LightningModule):
         lightning_internals.count_as_batches(self.trainer, updates - 1)
         return {**result, "loss": torch.stack(losses)}
 
-    def update(self, x_true: torch.Tensor, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One update by the rule (the compiled whole update under compile=true); the update that reaches a log
-        step writes the training metrics."""
+    def update(self, x_true: torch.Tensor | None, y_target: torch.Tensor, *observed: torch.Tensor
+               ) -> dict[str, torch.Tensor]:
+        """One update by the rule on a batch (x*, y*, *observed) (the compiled whole update under compile=true);
+        the update that reaches a log step writes the training metrics."""
         with self._precision.physics():
             if self._compiled_update is None:
-                result = self.rule.training_step(self, y_target)
+                result = self.rule.training_step(self, y_target, *observed)
             else:
                 with lightning_internals.counted_step(self.optimizers()):
-                    result = self._compiled_update(y_target)
+                    result = self._compiled_update(y_target, *observed)
             if self.training_log.due():
-                self.training_log.write(result, x_true, y_target)
+                self.training_log.write(result, x_true, y_target, observed)
         return result
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Validation metrics of one batch and the fixed reference baselines (computed once); returns the batch
-        with the prediction and its simulation (the figure's examples)."""
-        x_true, y_target = self.trainer.precision_plugin.convert_input(batch)
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict:
+        """Validation metrics of one batch (x*, y*, *observed) and the fixed reference baselines (computed once);
+        returns the figure's arguments (x, x*, y, y*, *observed)."""
+        x_true, y_target, *observed = self.trainer.precision_plugin.convert_input(batch)
         x = self.predict(y_target)
         with self._precision.physics():
-            y = self.problem.simulate(x)
-            metrics = self.problem.metrics(x, x_true, y, y_target)
+            y = self.problem.simulate(x, *observed)
+            metrics = self.problem.metrics(x, x_true, y, y_target, *observed)
             if batch_idx not in self._reference_metrics:  # the validation set is fixed: compute baselines once
-                self._reference_metrics[batch_idx] = self.problem.reference_metrics(x_true, y_target)
+                self._reference_metrics[batch_idx] = self.problem.reference_metrics(x_true, y_target, *observed)
         for name, value in {**metrics, **self._reference_metrics[batch_idx]}.items():
             self.log(f"val/{name}", value.mean(), batch_size=len(value), sync_dist=True,
                      prog_bar=name == self.problem.primary_metric)
         self.log("step", float(self.global_step), batch_size=len(x), sync_dist=True)
-        return {"x": x, "x_true": x_true, "y": y, "y_target": y_target}
+        return {"figure": (x, x_true, y, y_target, *observed)}
 
     def on_validation_epoch_end(self) -> None:
         self.last_validated_step = self.global_step

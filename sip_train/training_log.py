@@ -5,7 +5,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from sip_train.callbacks import StepTimer
-from sip_train.problems.base import InverseProblem
+from sip_train.problems.base import InverseProblem, Observed
 
 
 class TrainingLog:
@@ -26,11 +26,12 @@ class TrainingLog:
         """Whether the current global step is a log step (on the process that writes the logs)."""
         return self.trainer.global_step % self.trainer.log_every_n_steps == 0 and self.trainer.is_global_zero
 
-    def write(self, result: dict, x_true: torch.Tensor, y_target: torch.Tensor) -> None:
+    def write(self, result: dict, x_true: torch.Tensor | None, y_target: torch.Tensor, observed: Observed = ()) -> None:
         """Write the row of an update's `result` (loss, x, y, optional stats) at the current global step."""
         values = {"train/objective": result["loss"],  # what the rule minimises (its own quantity)
                   **{f"train/{name}": value.mean()
-                     for name, value in self.problem.metrics(result["x"], x_true, result["y"], y_target).items()},
+                     for name, value in self.problem.metrics(result["x"], x_true, result["y"], y_target,
+                                                              *observed).items()},
                   **{f"train/{name}": value for name, value in result.get("stats", {}).items()}}
         tensors = {name: value for name, value in values.items() if isinstance(value, torch.Tensor)}
         row = dict(zip(tensors, torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).tolist()))

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
 from sip_train import plots
+from sip_train.problems.base import Batch, batch_rows
 
 
 def method_name(hparams: dict) -> str:
@@ -27,18 +27,18 @@ def method_name(hparams: dict) -> str:
 class ValidationFigures(Callback):
     """Draws the first `examples` validation examples of each validation with `problem.figure`, on rank 0.
 
-    Takes (x, x*, y, y*) from what the module's `validation_step` returns for the first batch; the title is
+    Takes (x, x*, y, y*, *observed) from what the module's `validation_step` returns for the first batch; the title is
     written at the end of the validation, when the validation metrics are reduced over batches and ranks.
     """
 
     def __init__(self, examples: int, method: str) -> None:
         self.examples, self.method = examples, method
-        self._batch: tuple[torch.Tensor, ...] | None = None
+        self._batch: Batch | None = None
 
     def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
         if batch_idx == 0 and outputs is not None:
-            self._batch = tuple(outputs[key][: self.examples] for key in ("x", "x_true", "y", "y_target"))
+            self._batch = batch_rows(outputs["figure"], slice(self.examples))
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self._batch is None:

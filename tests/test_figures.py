@@ -24,14 +24,13 @@ def tiny_problem(name: str) -> InverseProblem:
 
 
 def validation_batch(problem: InverseProblem, examples: int = 2) -> tuple[torch.Tensor, ...]:
-    """(x, x_true, y, y_target) with x a perturbed truth, as the module hands them to `figure`."""
+    """(x, x_true, y, y_target, *observed) with x a perturbed truth (noise where no truth is known), as the
+    module hands them to `figure`."""
     generator = torch.Generator().manual_seed(0)
-    x_true, y_target = problem.sample(examples, generator)
-    noise = 0.1 * torch.randn(problem.x_shape, generator=generator, dtype=x_true.dtype)
-    truth = x_true[:, : problem.x_shape[0]]  # the part of x* the network predicts (fluid: v0 without m0)
-    raw = truth + noise if truth.shape[1:] == noise.shape else noise.expand(examples, *noise.shape)
-    x = problem.prepare_prediction(raw, y_target)
-    return x, x_true, problem.simulate(x), y_target
+    x_true, y_target, *observed = problem.sample(examples, generator)
+    noise = 0.1 * torch.randn(examples, *problem.x_shape, generator=generator, dtype=y_target.dtype)
+    x = problem.prepare_prediction(noise if x_true is None else x_true + noise, y_target)
+    return x, x_true, problem.simulate(x, *observed), y_target, *observed
 
 
 def colour_coded(fig: Figure) -> list:

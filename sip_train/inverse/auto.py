@@ -43,6 +43,6 @@ class Auto(InverseSolver):
         self.chosen.check(problem)
 
     def simulate_and_update(
-        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.choose(problem).simulate_and_update(problem, x, y_target)
+        return self.choose(problem).simulate_and_update(problem, x, y_target, *observed)

@@ -85,16 +85,18 @@ class UpdateRule:
         return self.optimizer_factory(parameters, lr=self.lr)
 
     def objective(
-        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-example network objective (B,) for prediction x, and the simulated y = P(x) (detached)."""
+        """Per-example network objective (B,) for prediction x, and the simulated y = P(x) (detached);
+        `observed`: the problem's observed inputs of the batch, passed to its physics after x."""
         raise NotImplementedError
 
-    def loss(self, step: StepInterface, y_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def loss(self, step: StepInterface, y_target: torch.Tensor, *observed: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The batch objective of the current network, its prediction x and the simulated y (detached): the
         forward half of an update, free of side effects, so that compile=true can compile it whole."""
         x = step.predict(y_target)
-        per_example, y = self.objective(step.problem, x, y_target)
+        per_example, y = self.objective(step.problem, x, y_target, *observed)
         return step.problem.reduce(per_example), x, y
 
     @property
@@ -103,8 +105,9 @@ class UpdateRule:
         whole); not for rules with their own `training_step` (line searches, curvature) or a double backward."""
         return type(self).training_step is UpdateRule.training_step and not self.needs_double_backward
 
-    def training_step(self, step: StepInterface, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One parameter update on a batch.
+    def training_step(self, step: StepInterface, y_target: torch.Tensor, *observed: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
+        """One parameter update on a batch (observations y* and the problem's observed inputs).
 
         Returns the batch objective `loss`, the prediction `x` and simulated `y` (detached), and
         optionally `stats`: a dict of scalar diagnostics of the rule, logged as train/<name>.
@@ -113,7 +116,7 @@ class UpdateRule:
         result: dict[str, torch.Tensor] = {}
 
         def closure() -> torch.Tensor:
-            loss, x, y = self.loss(step, y_target)
+            loss, x, y = self.loss(step, y_target, *observed)
             optimizer.zero_grad()
             step.manual_backward(loss, create_graph=self.create_graph)
             result.update(loss=loss.detach(), x=x.detach(), y=y)

@@ -358,13 +358,14 @@ class HessianFreeRule(PhysicsGradient):
         super().__init__(optimizer, lr)
         self.make_optimizer([torch.zeros(1, requires_grad=True)])  # bad settings fail at start-up, not in fit
 
-    def training_step(self, step: StepInterface, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def training_step(self, step: StepInterface, y_target: torch.Tensor, *observed: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
         optimizer = step.optimizer()
         result: dict[str, torch.Tensor] = {}
 
         def closure() -> tuple[Tensor, Tensor]:
             x = step.predict(y_target)
-            per_example, y = self.objective(step.problem, x, y_target)
+            per_example, y = self.objective(step.problem, x, y_target, *observed)
             loss = step.problem.reduce(per_example)
             if not result:  # the first call, with a graph, at the parameters before the step
                 result.update(loss=loss.detach(), x=x.detach(), y=y)

@@ -21,12 +21,13 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 from sip_train import values
-from sip_train.problems.base import InverseProblem
+from sip_train.problems.base import InverseProblem, Observed
 from sip_train.rules.base import OptimizerFactory, StepInterface, UpdateRule
 
 
 def stacked_jacobian(
-    problem: InverseProblem, network: nn.Module, y_target: torch.Tensor, chunk_size: int | None = None
+    problem: InverseProblem, network: nn.Module, y_target: torch.Tensor, chunk_size: int | None = None,
+    observed: Observed = (),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """J = d y_i / d theta for every example i, stacked to (B * dim_y, n_params), with y = P(x) (B, *y_shape)
     and the prediction x (B, ...), all detached.
@@ -39,15 +40,16 @@ def stacked_jacobian(
     frozen = {**{name: p.detach() for name, p in network.named_parameters() if not p.requires_grad},
               **dict(network.named_buffers())}
 
-    def simulate_one(weights: dict[str, torch.Tensor], target: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    def simulate_one(weights: dict[str, torch.Tensor], target: torch.Tensor, known: Observed
+                     ) -> tuple[torch.Tensor, tuple]:
         batch = target.unsqueeze(0)
         raw = functional_call(network, (weights, frozen), (problem.network_input(batch),))
         x = problem.prepare_prediction(raw, batch)
-        y = problem.simulate(x)[0]
+        y = problem.simulate(x, *(k.unsqueeze(0) for k in known))[0]
         return y.flatten(), (y, x[0])
 
-    jacobians, (y, x) = vmap(jacrev(simulate_one, has_aux=True), in_dims=(None, 0), chunk_size=chunk_size)(
-        params, y_target)
+    jacobians, (y, x) = vmap(jacrev(simulate_one, has_aux=True), in_dims=(None, 0, 0), chunk_size=chunk_size)(
+        params, y_target, tuple(observed))
     rows = y[0].numel() * len(y_target)
     return torch.cat([j.reshape(rows, -1) for j in jacobians.values()], dim=1), y, x
 
@@ -137,7 +139,7 @@ class HalfInverseGradient(UpdateRule):
         self.jacobian_chunk = values.integer("optimizer.jacobian_chunk", jacobian_chunk, optional=True)
 
     def check(self, problem: InverseProblem, network: nn.Module) -> None:
-        _, y_target = problem.sample(1, torch.Generator().manual_seed(0))
+        _, y_target, *observed = problem.sample(1, torch.Generator().manual_seed(0))
         dim_y = math.prod(problem.y_shape)
         params = sum(p.numel() for p in network.parameters() if p.requires_grad)
         itemsize = torch.promote_types(y_target.dtype, next(network.parameters()).dtype).itemsize
@@ -153,15 +155,16 @@ class HalfInverseGradient(UpdateRule):
                              "couples the examples of a batch, so per-example Jacobians do not exist; use a network "
                              "without batch normalisation (e.g. network=mlp)")
         try:
-            stacked_jacobian(problem, network, y_target)
+            stacked_jacobian(problem, network, y_target, observed=tuple(observed))
         except RuntimeError as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ValueError(f"optimizer=hig cannot differentiate problem {type(problem).__name__} per example "
                              f"with torch.func (vmap + jacrev): {first_line}") from error
 
-    def training_step(self, step: StepInterface, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def training_step(self, step: StepInterface, y_target: torch.Tensor, *observed: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
         problem, network = step.problem, step.network
-        jacobian, y, x = stacked_jacobian(problem, network, y_target, self.jacobian_chunk)
+        jacobian, y, x = stacked_jacobian(problem, network, y_target, self.jacobian_chunk, observed)
         y_leaf = y.requires_grad_()
         loss = problem.reduce(problem.y_loss(y_leaf, y_target))
         gradient = torch.autograd.grad(loss, y_leaf)[0].flatten().to(jacobian.dtype)

@@ -16,8 +16,8 @@ class ProxyRule(UpdateRule):
     """Train on the proxy objective ||NN(y*) - stop_grad(x + dx)|| for an x-space update dx.
 
     Subclasses choose dx in `simulate_and_update`, which also returns y = P(x) so the update can
-    reuse the simulation; the network never sees a gradient through the physics. Only the unknowns
-    move (`problem.unknown_mask`): dx is zeroed elsewhere, so known parts add nothing to the loss.
+    reuse the simulation; the network never sees a gradient through the physics. x and dx hold the
+    unknowns only; the problem's observed inputs reach the physics unchanged.
 
     Args:
         eta: step size of the x-space update.
@@ -31,18 +31,17 @@ class ProxyRule(UpdateRule):
         self.proxy_norm = values.choice("optimizer.proxy_norm", proxy_norm, PROXY_NORMS)
 
     def simulate_and_update(
-        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """y = P(x) (detached) and the x-space update dx at a detached prediction x."""
         raise NotImplementedError
 
     def objective(
-        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             x_detached = x.detach()
-            y, dx = self.simulate_and_update(problem, x_detached, y_target)
-            dx = torch.where(problem.unknown_mask(x_detached), dx, 0.0)
+            y, dx = self.simulate_and_update(problem, x_detached, y_target, *observed)
             x_target = x_detached + self.eta * dx
         difference = (x - x_target).flatten(1)
         if self.proxy_norm == "l1":
@@ -78,6 +77,6 @@ class SIP(ProxyRule):
         self.inverse.check(problem)
 
     def simulate_and_update(
-        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.inverse.simulate_and_update(problem, x, y_target)
+        return self.inverse.simulate_and_update(problem, x, y_target, *observed)
