@@ -44,7 +44,7 @@ class InverseProblemModule(LightningModule):
         self.automatic_optimization = False
         self.figure_examples = figure_examples
         self.last_validated_step = -1
-        self.training_log: TrainingLog | None = None  # see on_train_start
+        self.training_log: TrainingLog | None = None  # see setup
         self._direct = False  # see on_train_start
         self._compiled_update: CompiledUpdate | None = None  # see on_train_start
         self._precision: PhysicsPrecision | None = None  # see setup
@@ -87,11 +87,11 @@ class InverseProblemModule(LightningModule):
 
     def setup(self, stage: str) -> None:
         self._precision = PhysicsPrecision(self.trainer, self.problem)
+        self.training_log = TrainingLog(self.trainer, self.problem)
 
     def on_train_start(self) -> None:
         lightning_internals.require(self.trainer, self.optimizers())
         self._direct = use_fast_path(self.trainer, self)
-        self.training_log = TrainingLog(self.trainer, self.problem)
         if self._compile_whole:
             self._compiled_update = compile_update(self, self.rule, self.optimizers().optimizer, self.compile_options,
                                                    self.device, self._direct)
