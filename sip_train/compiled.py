@@ -1,14 +1,16 @@
-"""torch.compile for a run: the `compile` setting's options, what of a rule can be compiled, and one whole
-compiled update (network, physics, objective, backward and optimizer step)."""
+"""torch.compile for a run: the `compile` setting's options, what of a rule can be compiled (from what the
+rule declares), and one whole compiled update (network, physics, objective, backward and optimizer step)."""
 from __future__ import annotations
+
+import logging
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sip_train.inverse.auto import Auto
-from sip_train.inverse.gauss_newton import GaussNewton
 from sip_train.problems.base import InverseProblem
 from sip_train.rules.base import StepInterface, UpdateRule
+
+log = logging.getLogger(__name__)
 
 #: The keys a `compile` mapping may set (torch.compile's own arguments).
 COMPILE_KEYS = ("backend", "mode")
@@ -45,11 +47,41 @@ def compile_components(problem: InverseProblem, network: torch.nn.Module, option
         setattr(problem, hook, torch.compile(getattr(problem, hook), **options))
 
 
-def differentiates_physics_twice(rule: UpdateRule, problem: InverseProblem) -> bool:
-    """Whether the rule's inverse differentiates the simulator's derivatives (SIP's Gauss-Newton: J v by a double
-    vjp or forward mode), which compiled physics do not support (AOTAutograd has no double backward)."""
-    inverse = getattr(rule, "inverse", None)
-    return isinstance(inverse.choose(problem) if isinstance(inverse, Auto) else inverse, GaussNewton)
+def compile_parts(problem: InverseProblem, network: torch.nn.Module, rule: UpdateRule, options: dict) -> bool:
+    """compile=true at construction: compile what torch.compile supports for this rule (the network and the
+    physics, the network only, or nothing; AOTAutograd has no double backward), saying so in one line unless
+    the whole update may be compiled at the start of training (returns whether it may)."""
+    name = type(rule).__name__
+    if rule.needs_double_backward:
+        log.info("compile: %s back-propagates through a gradient, which torch.compile does not support; it runs "
+                 "eager", name)
+        return False
+    if rule.differentiates_physics_twice:
+        compile_components(problem, network, options, physics=False)
+        inverse = getattr(rule, "inverse", None)
+        log.info("compile: %s%s differentiates the physics twice, which torch.compile does not support; compiled "
+                 "the network only", name, f"'s inverse ({inverse.name})" if inverse is not None else "")
+        return False
+    compile_components(problem, network, options)
+    if not rule.updates_by_loss:
+        log.info("compile: %s updates by its own training step; compiled the network and the physics only", name)
+        return False
+    return True
+
+
+def compile_update(step: StepInterface, rule: UpdateRule, optimizer: torch.optim.Optimizer, options: dict,
+                   device: torch.device, direct: bool) -> "CompiledUpdate | None":
+    """compile=true at the start of training: the whole update compiled where the optimizer is stepped
+    directly (`direct`: one device, 32-bit, no callback hook in between), else None (the network and the
+    physics stay compiled); says which in one line."""
+    if not direct:
+        log.info("compile: Lightning's strategy, precision plugin or a callback's hooks step the optimizer here; "
+                 "compiled the network and the physics only")
+        return None
+    options = update_compile_options(options, device)
+    log.info("compile: the whole %s update (network, physics, objective, backward, optimizer step), torch.compile %s",
+             type(rule).__name__, options or "defaults")
+    return CompiledUpdate(step, rule, optimizer, options)
 
 
 class CompiledUpdate:
@@ -65,19 +97,19 @@ class CompiledUpdate:
         self.cuda_graphs = options.get("mode") == "reduce-overhead"
         self.compiled = torch.compile(self._update, **options)
 
-    def _update(self, y_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        loss, x, y = self.rule.loss(self.step, y_target)
+    def _update(self, y_target: torch.Tensor, *observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss, x, y = self.rule.loss(self.step, y_target, *observed)
         result = loss.detach(), x.detach(), y
         loss.backward()
         self.optimizer.step()
         return result
 
-    def __call__(self, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One update on y_target; the batch objective, prediction and simulation as `UpdateRule.training_step`."""
+    def __call__(self, y_target: torch.Tensor, *observed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One update on y_target (and the problem's observed inputs); the batch objective, prediction and simulation as `UpdateRule.training_step`."""
         self.optimizer.zero_grad()
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        loss, x, y = self.compiled(y_target)
+        loss, x, y = self.compiled(y_target, *observed)
         if self.cuda_graphs:
             loss, x, y = loss.clone(), x.clone(), y.clone()
         return {"loss": loss, "x": x, "y": y}

@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
-from sip_train.problems.base import InverseProblem
+from sip_train.problems.base import Batch, InverseProblem, batch_rows, batch_to
 
 TRAIN_STREAM, VALIDATION_STREAM, TRAIN_SET_STREAM, SHUFFLE_STREAM = range(4)
 
@@ -42,7 +42,7 @@ class SyntheticData(LightningDataModule):
     """Infinite or finite synthetic training data and a fixed validation set for one problem.
 
     Args:
-        problem: the problem whose `sample` generates (x*, y*).
+        problem: the problem whose `sample` generates the batches (x*, y*, and its observed inputs if any).
         batch_size: training examples per step.
         val_size: validation examples (a fixed set, drawn from its own random stream).
         val_batch_size: validation examples per forward pass.
@@ -78,8 +78,9 @@ class SyntheticData(LightningDataModule):
         self.train_size = train_size
         self.seed = seed
         self.steps_per_draw = steps_per_draw
-        self._cache: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._draw: tuple[tuple[int, torch.device, int], tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._cache: dict[tuple[str, torch.device], Batch] = {}
+        self._draw: tuple[tuple[int, torch.device, int], Batch] | None = None
+        self._orders: dict[tuple[int, torch.device, int], torch.Tensor] = {}  # finite set: (pass, device, rank)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_Counter(), batch_size=None)
@@ -87,15 +88,14 @@ class SyntheticData(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_Counter(-(-self.val_size // self.val_batch_size)), batch_size=None)
 
-    def on_after_batch_transfer(self, batch: int, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def on_after_batch_transfer(self, batch: int, dataloader_idx: int) -> Batch:
         device = self.trainer.strategy.root_device
         if self.trainer.training:
             return self.train_batch(self.trainer.global_step, device, self.trainer.global_rank)
         start = batch * self.val_batch_size
-        x_true, y_target = self.validation_set(device)
-        return x_true[start : start + self.val_batch_size], y_target[start : start + self.val_batch_size]
+        return batch_rows(self.validation_set(device), slice(start, start + self.val_batch_size))
 
-    def train_batch(self, step: int, device: torch.device, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_batch(self, step: int, device: torch.device, rank: int = 0) -> Batch:
         """The training batch of a global step (a pure function of seed, rank, step and steps_per_draw)."""
         if self.train_size is None and self.steps_per_draw == 1:
             return self.problem.sample(self.batch_size, stream_generator(device, self.seed, TRAIN_STREAM, rank, step))
@@ -105,29 +105,37 @@ class SyntheticData(LightningDataModule):
                 generator = stream_generator(device, self.seed, TRAIN_STREAM, rank, draw, self.steps_per_draw)
                 self._draw = (draw, device, rank), self.problem.sample(self.batch_size * self.steps_per_draw, generator)
             rows = slice(position * self.batch_size, (position + 1) * self.batch_size)
-            return tuple(t[rows] for t in self._draw[1])
-        x_true, y_target = self._fixed_set("train", device)
-        positions = step * self.batch_size + torch.arange(self.batch_size)
-        passes = positions // self.train_size
+            return batch_rows(self._draw[1], rows)
+        positions = torch.arange(step * self.batch_size, (step + 1) * self.batch_size, device=device)
         first, last = step * self.batch_size // self.train_size, ((step + 1) * self.batch_size - 1) // self.train_size
-        orders = torch.stack([
-            torch.randperm(self.train_size, generator=stream_generator(torch.device("cpu"), self.seed, SHUFFLE_STREAM, rank, p))
-            for p in range(first, last + 1)
-        ])
-        index = orders[passes - first, positions % self.train_size].to(device, non_blocking=True)
-        return x_true[index], y_target[index]
+        orders = torch.stack([self._order(p, device, rank) for p in range(first, last + 1)])
+        index = orders[positions // self.train_size - first, positions % self.train_size]
+        return batch_rows(self._fixed_set("train", device), index)
 
-    def validation_set(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fixed validation examples (x*, y*), drawn once on the CPU from their own stream, cached per device."""
+    def _order(self, epoch: int, device: torch.device, rank: int) -> torch.Tensor:
+        """The shuffled order of the finite training set in pass `epoch`, drawn on the CPU (the same on any
+        device) and copied to `device` once per pass, from pinned memory so the host does not wait."""
+        key = (epoch, device, rank)
+        if key not in self._orders:
+            generator = stream_generator(torch.device("cpu"), self.seed, SHUFFLE_STREAM, rank, epoch)
+            order = torch.randperm(self.train_size, generator=generator)
+            order = order.pin_memory() if device.type == "cuda" else order
+            self._orders = {k: v for k, v in self._orders.items() if k[0] >= epoch - 1}  # a step spans few passes
+            self._orders[key] = order.to(device, non_blocking=True)
+        return self._orders[key]
+
+    def validation_set(self, device: torch.device) -> Batch:
+        """The fixed validation examples (x*, y*, *observed), drawn once on the CPU from their own stream,
+        cached per device."""
         return self._fixed_set("validation", device)
 
-    def _fixed_set(self, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fixed_set(self, name: str, device: torch.device) -> Batch:
         if (name, device) not in self._cache:
             size, stream = (self.val_size, VALIDATION_STREAM) if name == "validation" else (self.train_size, TRAIN_SET_STREAM)
             # Drawn (and simulated) on the CPU, then moved: the same examples whatever the device and device count.
             cpu = torch.device("cpu")
             problem = self.problem if all(b.device == cpu for b in self.problem.buffers()) else copy.deepcopy(self.problem).to(cpu)
             with torch.inference_mode(False):  # cached beyond the (inference-mode) validation pass
-                examples = problem.sample(size, stream_generator(cpu, self.seed, stream))
-                self._cache[name, device] = tuple(t.to(device) for t in examples)
+                self._cache[name, device] = batch_to(problem.sample(size, stream_generator(cpu, self.seed, stream)),
+                                                     device)
         return self._cache[name, device]

@@ -1,8 +1,9 @@
 """Per-example iterative solvers as baselines for trained networks (paper Fig. 13).
 
 Gradient descent and L-BFGS-B minimise L(x) = problem.physics_loss(x, y*) for every validation
-example on its own, from x0 = 0, for N iterations; their x error and time are reported beside
-the predictions of trained networks on the same examples.
+example on its own, from x0 = 0, for N iterations; they move the unknowns x only (a problem's
+observed inputs stay as drawn). Their metrics and time are reported beside the predictions of
+trained networks on the same examples.
 
     python -m sip_train.iterative outputs/heat-sip/RUN outputs/heat-adam/RUN --iterations 1000
     python -m sip_train.iterative problem=heat data.val_size=16 --iterations 100 --out fig13
@@ -32,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from sip_train.config import compose_config  # noqa: E402
 from sip_train.module import InverseProblemModule  # noqa: E402
-from sip_train.problems.base import InverseProblem  # noqa: E402
+from sip_train.problems.base import Batch, InverseProblem, Observed, batch_rows  # noqa: E402
 from sip_train.report_format import legend_outside, log_scale_if_positive, markdown, save  # noqa: E402
 from sip_train.summary import read_summary  # noqa: E402
 
@@ -50,15 +51,16 @@ class Recorder:
             (time spent on several examples at once is shared evenly among them).
     """
 
-    def __init__(self, problem: InverseProblem, x_true: torch.Tensor, y_target: torch.Tensor,
-                 iterations: int, every: int) -> None:
+    def __init__(self, problem: InverseProblem, x_true: torch.Tensor | None, y_target: torch.Tensor,
+                 iterations: int, every: int, observed: Observed = ()) -> None:
         self.problem, self.x_true, self.y_target, self.every = problem, x_true, y_target, every
+        self.observed = observed
         self.iterations = list(range(0, iterations + 1, every))
         if self.iterations[-1] != iterations:
             self.iterations.append(iterations)
         self.values: dict[str, np.ndarray] = {}
-        self.seconds = np.full((len(self.iterations), len(x_true)), np.nan)
-        self._clock = np.zeros(len(x_true))
+        self.seconds = np.full((len(self.iterations), len(y_target)), np.nan)
+        self._clock = np.zeros(len(y_target))
         self._since = time.perf_counter()
 
     def __call__(self, iteration: int, x: torch.Tensor, examples: slice = slice(None)) -> None:
@@ -66,9 +68,10 @@ class Recorder:
         share += (time.perf_counter() - self._since) / len(share)
         if iteration in self.iterations:
             row = self.iterations.index(iteration)
+            x_true, y_target, *observed = batch_rows((self.x_true, self.y_target, *self.observed), examples)
             with torch.no_grad():
-                y = self.problem.simulate(x)
-                metrics = self.problem.metrics(x, self.x_true[examples], y, self.y_target[examples])
+                y = self.problem.simulate(x, *observed)
+                metrics = self.problem.metrics(x, x_true, y, y_target, *observed)
             for name, value in metrics.items():
                 self.values.setdefault(name, np.full(self.seconds.shape, np.nan))[row, examples] = value.double().cpu().numpy()
             self.seconds[row, examples] = self._clock[examples]
@@ -84,33 +87,33 @@ class Recorder:
 
 
 def gradient_descent(problem: InverseProblem, y_target: torch.Tensor, x0: torch.Tensor, iterations: int,
-                     lr: float, observe: Observer) -> torch.Tensor:
+                     lr: float, observe: Observer, observed: Observed = ()) -> torch.Tensor:
     """x_{k+1} = x_k - lr dL/dx_k for every example (all at once: the examples are independent)."""
     x = x0.clone()
     for iteration in range(iterations):
         observe(iteration, x)
         x.requires_grad_(True)
-        (gradient,) = torch.autograd.grad(problem.physics_loss(x, y_target).sum(), x)
+        (gradient,) = torch.autograd.grad(problem.physics_loss(x, y_target, *observed).sum(), x)
         x = (x - lr * gradient).detach()
     observe(iterations, x)
     return x
 
 
 def lbfgsb(problem: InverseProblem, y_target: torch.Tensor, x0: torch.Tensor, iterations: int,
-           observe: Observer) -> torch.Tensor:
+           observe: Observer, observed: Observed = ()) -> torch.Tensor:
     """scipy's L-BFGS-B on each example's L(x) in float64 with the autograd gradient, for
     `iterations` iterations (no tolerance stops it earlier, as in the authors' script)."""
     solutions = []
     for index in range(len(y_target)):
         example = slice(index, index + 1)
-        shape, target = x0[example].shape, y_target[example]
+        shape, (target, *known) = x0[example].shape, batch_rows((y_target, *observed), example)
 
         def as_tensor(values: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(values, dtype=x0.dtype).reshape(shape).to(x0.device)
 
         def loss_and_gradient(values: np.ndarray) -> tuple[float, np.ndarray]:
             x = as_tensor(values).requires_grad_(True)
-            loss = problem.physics_loss(x, target).sum()
+            loss = problem.physics_loss(x, target, *known).sum()
             (gradient,) = torch.autograd.grad(loss, x)
             return loss.item(), gradient.detach().cpu().double().numpy().ravel()
 
@@ -138,7 +141,7 @@ def network_prediction(module: InverseProblemModule, y_target: torch.Tensor) -> 
 
 def compare(
     problem: InverseProblem,
-    x_true: torch.Tensor,
+    x_true: torch.Tensor | None,
     y_target: torch.Tensor,
     networks: dict[str, InverseProblemModule] | None = None,
     iterations: int = 1000,
@@ -146,8 +149,10 @@ def compare(
     x0: float = 0.0,
     every: int = 10,
     dtype: torch.dtype = torch.float64,
+    observed: Observed = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """GD and L-BFGS-B from x0 on every example, and each network, on the same examples.
+    """GD and L-BFGS-B from x0 on every example, and each network, on the same examples (x*, y* and the
+    problem's observed inputs).
 
     Returns:
         (table: one row per method with iterations, mean metrics and time_s for all examples,
@@ -156,8 +161,8 @@ def compare(
     start = torch.full((len(y_target), *problem.x_shape), x0, dtype=dtype, device=y_target.device)
     rows, curves = [], []
     for method, solve in {"GD": partial(gradient_descent, lr=gd_lr), "L-BFGS-B": lbfgsb}.items():
-        recorder = Recorder(problem, x_true, y_target, iterations, every)
-        solve(problem, y_target, start, iterations, observe=recorder)
+        recorder = Recorder(problem, x_true, y_target, iterations, every, observed)
+        solve(problem, y_target, start, iterations, observe=recorder, observed=observed)
         curve = recorder.curve().assign(method=method)
         curves.append(curve)
         rows.append({"method": method, "iterations": iterations,
@@ -165,7 +170,7 @@ def compare(
     for name, module in (networks or {}).items():
         x, seconds = network_prediction(module, y_target)
         with torch.no_grad():
-            metrics = problem.metrics(x, x_true, problem.simulate(x), y_target)
+            metrics = problem.metrics(x, x_true, problem.simulate(x, *observed), y_target, *observed)
         rows.append({"method": f"NN {name}", "iterations": None, "time_s": seconds,
                      **{key: float(value.mean()) for key, value in metrics.items()}})
     table = pd.DataFrame(rows)
@@ -195,25 +200,24 @@ def figure(table: pd.DataFrame, curves: pd.DataFrame, metric: str = "x_l1") -> p
     return fig
 
 
-def write(table: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
-    """iterative.csv, iterative.md, iterative_curves.csv and iterative.png in `out_dir`."""
+def write(table: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, metric: str = "x_l1") -> dict[str, Any]:
+    """iterative.csv, iterative.md, iterative_curves.csv and iterative.png (of `metric`) in `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "iterative.csv", index=False)
     curves.to_csv(out_dir / "iterative_curves.csv", index=False)
     (out_dir / "iterative.md").write_text(markdown(table))
-    save(figure(table, curves), out_dir / "iterative.png")
+    save(figure(table, curves, metric), out_dir / "iterative.png")
     return {"table": table, "csv": out_dir / "iterative.csv", "markdown": out_dir / "iterative.md",
             "figures": [out_dir / "iterative.png"]}
 
 
 def validation_set(cfg: DictConfig, device: str = "cpu", examples: int | None = None
-                   ) -> tuple[InverseProblem, torch.Tensor, torch.Tensor]:
-    """(problem, x*, y*) of the validation set a run with config `cfg` is validated on."""
+                   ) -> tuple[InverseProblem, Batch]:
+    """The problem and the validation set (x*, y*, *observed) a run with config `cfg` is validated on."""
     problem = instantiate(cfg.problem).to(device)
     data = instantiate(cfg.data, problem=problem, seed=cfg.seed)
-    x_true, y_target = data.validation_set(torch.device(device))
-    return problem, x_true[:examples], y_target[:examples]
+    return problem, batch_rows(data.validation_set(torch.device(device)), slice(examples))
 
 
 def run_config(run_dir: Path) -> DictConfig:
@@ -236,11 +240,12 @@ def compare_runs(runs: dict[str, Path], out_dir: Path, device: str = "cpu", exam
     identities = {label: _validation_identity(cfg) for label, cfg in configs.items()}
     if len({repr(identity) for identity in identities.values()}) > 1:
         raise ValueError(f"runs {list(runs)} were validated on different examples (problem, data.val_size or seed differ)")
-    problem, x_true, y_target = validation_set(next(iter(configs.values())), device, examples)
+    problem, (x_true, y_target, *observed) = validation_set(next(iter(configs.values())), device, examples)
     networks = {label: InverseProblemModule.load_from_checkpoint(read_summary(run_dir)["last_checkpoint"],
                                                                  map_location=device)
                 for label, run_dir in runs.items()}
-    return write(*compare(problem, x_true, y_target, networks, **options), out_dir)
+    return write(*compare(problem, x_true, y_target, networks, observed=tuple(observed), **options), out_dir,
+                 problem.primary_metric)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -262,8 +267,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if runs:
         result = compare_runs({Path(run).name: Path(run) for run in runs}, args.out, args.device, args.examples, **options)
     else:
-        problem, x_true, y_target = validation_set(compose_config(overrides), args.device, args.examples)
-        result = write(*compare(problem, x_true, y_target, **options), args.out)
+        problem, (x_true, y_target, *observed) = validation_set(compose_config(overrides), args.device, args.examples)
+        result = write(*compare(problem, x_true, y_target, observed=tuple(observed), **options), args.out,
+                       problem.primary_metric)
     print(result["markdown"].read_text())
 
 

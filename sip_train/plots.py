@@ -29,17 +29,23 @@ def image(ax: Axes, field: np.ndarray, title: str = "", **style) -> None:
 
 
 def _fields(panel: SubFigure, estimate: np.ndarray, reference: np.ndarray, names: tuple[str, str]) -> None:
-    """Rows of examples, a column per channel of each of the two batches (B, C, H, W); the estimate
-    and the reference of one channel share a colour scale per example."""
+    """Rows of examples, three columns per channel of the two batches (B, C, H, W): the estimate and the
+    reference on one colour scale per example, and their difference (the error map, e.g. x - x*) on a
+    diverging scale centred at 0."""
     examples, channels = estimate.shape[:2]
-    axes = panel.subplots(examples, 2 * channels, squeeze=False)
+    axes = panel.subplots(examples, 3 * channels, squeeze=False)
+    difference_name = " - ".join(name.split()[-1] for name in names)  # "predicted x", "true x*" -> "x - x*"
     for row in range(examples):
         for channel in range(channels):
             pair = (estimate[row, channel], reference[row, channel])
             low, high = min(p.min() for p in pair), max(p.max() for p in pair)
-            for offset, (field, name) in enumerate(zip(pair, names)):
+            difference = pair[0] - pair[1]
+            largest = max(float(np.abs(difference).max()), np.finfo(np.float32).tiny)
+            shown = [(pair[0], names[0], dict(vmin=low, vmax=high)), (pair[1], names[1], dict(vmin=low, vmax=high)),
+                     (difference, difference_name, dict(cmap="RdBu_r", vmin=-largest, vmax=largest))]
+            for offset, (field, name, style) in enumerate(shown):
                 label = f"{name} [{channel}]" if channels > 1 else name
-                image(axes[row, 2 * channel + offset], field, label if row == 0 else "", vmin=low, vmax=high)
+                image(axes[row, 3 * channel + offset], field, label if row == 0 else "", **style)
         axes[row, 0].set_ylabel(f"example {row}", fontsize=8)
 
 
@@ -81,7 +87,7 @@ def _layout(shape: tuple[int, ...]) -> str:
 
 def examples_figure(pairs: dict[str, tuple[torch.Tensor, torch.Tensor, tuple[str, str]]]) -> Figure:
     """A panel per named pair of batches (estimate, reference, their labels), drawn by their shape:
-    2D fields (C, H, W) as images with colourbars, vectors and signals as line plots, scalars as a
+    2D fields (C, H, W) as images with colourbars beside their difference, vectors and signals as line plots, scalars as a
     scatter plot of estimate against reference."""
     arrays = {}
     for name, (estimate, reference, labels) in pairs.items():
@@ -92,7 +98,7 @@ def examples_figure(pairs: dict[str, tuple[torch.Tensor, torch.Tensor, tuple[str
             reference = reference.reshape(estimate.shape)
         arrays[name] = (_layout(shape), estimate, reference, labels)
     examples = len(next(iter(arrays.values()))[1])
-    widths = [max(1.6, 2.8 * (2 * est.shape[1] if kind == "fields" else est.shape[1] if kind == "signals" else 1.3))
+    widths = [max(1.6, 2.8 * (3 * est.shape[1] if kind == "fields" else est.shape[1] if kind == "signals" else 1.3))
               for kind, est, _, _ in arrays.values()]
     height = 3.2 if all(kind == "scalars" for kind, *_ in arrays.values()) else 2.3 * examples + 0.6
     fig = plt.figure(figsize=(sum(widths), height), layout="constrained")

@@ -20,7 +20,6 @@ from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
 from sip_train.problems.base import InverseProblem
 from sip_train.rules.base import UpdateRule
-from sip_train.rules.hessian_free import HessianFreeRule
 
 FULL_PRECISION = ("32-true", "64-true")
 
@@ -112,18 +111,22 @@ def check_devices(cfg: DictConfig) -> None:
 
 def check_combinations(cfg: DictConfig, problem: InverseProblem, network: torch.nn.Module, rule: UpdateRule,
                        trainer: Trainer) -> None:
-    """Refuse combinations that would crash mid-run: second-order rules on complex weights, Hessian-free in
-    reduced precision, a double backward under DDP, and DDP inside a multirun (it relaunches the command)."""
+    """Refuse combinations that would crash mid-run, from what the rule declares: a double backward on complex
+    weights or under DDP, a rule that needs full precision in reduced precision, a single-process rule under
+    DDP, and DDP inside a multirun (it relaunches the command)."""
     optimizer = _choice(cfg, "optimizer")
-    second_order = rule.create_graph or isinstance(rule, HessianFreeRule)
-    if second_order and any(p.is_complex() for p in network.parameters()):
+    if rule.needs_double_backward and any(p.is_complex() for p in network.parameters()):
         raise ValueError(f"optimizer={optimizer} is invalid with network={_choice(cfg, 'network')}: the network has "
                          "complex weights, which this second-order rule cannot handle; use a real-valued network "
                          "(e.g. network=unet) or a first-order optimizer")
-    if isinstance(rule, HessianFreeRule) and str(trainer.precision) not in FULL_PRECISION:
+    if rule.needs_full_precision and str(trainer.precision) not in FULL_PRECISION:
         raise ValueError(f"trainer.precision={cfg.trainer.precision!r} is invalid with optimizer={optimizer}: its "
                          f"curvature products need full precision; choose one of {list(FULL_PRECISION)}")
-    if trainer.world_size > 1 and rule.create_graph:
+    if trainer.world_size > 1 and rule.single_process:
+        raise ValueError(f"optimizer={optimizer} is invalid with {trainer.world_size} processes (DDP): it trains on "
+                         "one device only, nothing averages its updates across processes; use one device "
+                         "(trainer.devices=1)")
+    if trainer.world_size > 1 and rule.needs_double_backward:
         raise ValueError(f"optimizer={optimizer} is invalid with {trainer.world_size} processes (DDP): its double "
                          "backward (create_graph) is not supported by DDP; use one device (trainer.devices=1)")
     if trainer.world_size > 1 and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:

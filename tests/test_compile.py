@@ -1,4 +1,4 @@
-"""compile=true (issue 15): the whole update compiled, training as eager does to float tolerance; rules that
+"""compile=true: the whole update compiled, training as eager does to float tolerance; rules that
 cannot be compiled whole fall back to the compiled network and physics; bad settings named in one line."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import TINY
-from sip_train import compiled, module
+from sip_train import compiled
+from sip_train.components import build_components
 from sip_train.config import compose_config
 from sip_train.run import ConfigError, train
 
@@ -55,7 +56,7 @@ def test_compiled_whole_update_trains_as_eager_does(rule, compiled_updates, tmp_
     gives the metrics and the final weights of eager training to float32 round-off."""
     eager_rows, eager_state = _train(tmp_path / "eager", f"optimizer={rule}", *GROUPED)
     assert not compiled_updates
-    with caplog.at_level(logging.INFO, logger="sip_train.module"):
+    with caplog.at_level(logging.INFO, logger="sip_train.compiled"):
         rows, state = _train(tmp_path / "compiled", f"optimizer={rule}", "compile={backend:aot_eager}", *GROUPED)
     assert len(compiled_updates) == 6
     assert any("compile: the whole" in record.getMessage() for record in caplog.records)
@@ -72,7 +73,7 @@ def test_compiled_whole_update_trains_as_eager_does(rule, compiled_updates, tmp_
 
 def _initial(rule: str) -> dict[str, torch.Tensor]:
     cfg = compose_config([*TINY, *STEPS, f"optimizer={rule}"], Path("."))
-    network = module.build_components(cfg.problem, cfg.optimizer, cfg.network, cfg.seed)[1]
+    network = build_components(cfg.problem, cfg.optimizer, cfg.network, cfg.seed)[1]
     return {f"network.{name}": value for name, value in network.state_dict().items()}
 
 
@@ -81,7 +82,7 @@ NOT_WHOLE = [
     (["optimizer=hig"],
      "compile: HalfInverseGradient updates by its own training step; compiled the network and the physics only"),
     (["optimizer=sip", "inverse=gauss_newton"],
-     "compile: SIP's Gauss-Newton inverse differentiates the physics twice, which torch.compile does not support; "
+     "compile: SIP's inverse (gauss_newton) differentiates the physics twice, which torch.compile does not support; "
      "compiled the network only"),
     (["optimizer=adahessian"],
      "compile: PhysicsGradient back-propagates through a gradient, which torch.compile does not support; it runs "
@@ -95,7 +96,7 @@ def test_rules_not_compiled_whole_train_and_say_so(overrides, line, compiled_upd
     vjp of the physics) the compiled network; AdaHessian (a double backward through the network) runs eager: each
     would fail compiled (AOTAutograd has no double backward). All train with compile=true and say which in one
     line at start-up."""
-    with caplog.at_level(logging.INFO, logger="sip_train.module"):
+    with caplog.at_level(logging.INFO, logger="sip_train.compiled"):
         rows, _ = _train(tmp_path, *overrides, "compile={backend:aot_eager}")
     assert not compiled_updates
     assert [record.getMessage() for record in caplog.records if record.getMessage().startswith("compile:")] == [line]

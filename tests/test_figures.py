@@ -24,14 +24,13 @@ def tiny_problem(name: str) -> InverseProblem:
 
 
 def validation_batch(problem: InverseProblem, examples: int = 2) -> tuple[torch.Tensor, ...]:
-    """(x, x_true, y, y_target) with x a perturbed truth, as the module hands them to `figure`."""
+    """(x, x_true, y, y_target, *observed) with x a perturbed truth (noise where no truth is known), as the
+    module hands them to `figure`."""
     generator = torch.Generator().manual_seed(0)
-    x_true, y_target = problem.sample(examples, generator)
-    noise = 0.1 * torch.randn(problem.x_shape, generator=generator, dtype=x_true.dtype)
-    truth = x_true[:, : problem.x_shape[0]]  # the part of x* the network predicts (fluid: v0 without m0)
-    raw = truth + noise if truth.shape[1:] == noise.shape else noise.expand(examples, *noise.shape)
-    x = problem.prepare_prediction(raw, y_target)
-    return x, x_true, problem.simulate(x), y_target
+    x_true, y_target, *observed = problem.sample(examples, generator)
+    noise = 0.1 * torch.randn(examples, *problem.x_shape, generator=generator, dtype=y_target.dtype)
+    x = problem.prepare_prediction(noise if x_true is None else x_true + noise, y_target)
+    return x, x_true, problem.simulate(x, *observed), y_target, *observed
 
 
 def colour_coded(fig: Figure) -> list:
@@ -72,9 +71,12 @@ def test_default_figure_draws_any_shape(shape):
     plots.add_title(fig, "step 0")
     images = [image for ax in fig.get_axes() for image in ax.images]
     lines = [line for ax in fig.get_axes() for line in ax.lines]
-    if len(shape) == 3:  # per example: estimate and reference of every channel, for y and for x
-        assert len(images) == examples * 2 * shape[0] * 2
+    if len(shape) == 3:  # per example: estimate, reference and their difference of every channel, for y and for x
+        assert len(images) == examples * 3 * shape[0] * 2
         assert all(image.get_array().shape == shape[1:] for image in images)
+        error_maps = [ax for ax in fig.get_axes() if ax.get_title().startswith("x - x*")]
+        assert len(error_maps) == shape[0]  # titled in the first row
+        torch.testing.assert_close(torch.from_numpy(error_maps[0].images[0].get_array().data), 0.1 + 0 * x[0, 0])
     elif shape == (1,):  # one scatter plot of estimates against references for y and for x
         scatters = [c for ax in fig.get_axes() for c in ax.collections]
         assert not images and len(scatters) == 2 and all(len(c.get_offsets()) == examples for c in scatters)
@@ -90,3 +92,13 @@ def test_a_title_goes_above_the_problems_own_title():
     plots.add_title(fig, "step 7, val x_l1 = 0.25")
     assert fig.get_suptitle() == "step 7, val x_l1 = 0.25\nsine, xi = 2"
     plt.close(fig)
+
+
+def test_a_validation_figure_is_titled_with_the_method_the_step_and_the_error(tiny_config, monkeypatch):
+    from sip_train.run import train
+    titles = []
+    add_title = plots.add_title
+    monkeypatch.setattr(plots, "add_title", lambda fig, title: (titles.append(title), add_title(fig, title)))
+    summary = train(tiny_config("problem=poisson", "problem.resolution=8", "optimizer=sip", "trainer.max_steps=2",
+                                "validate_at_start=false"))
+    assert titles == [f"poisson/sip (auto: problem), step 2, val x_l1 = {summary['x_l1']:.4g}"]

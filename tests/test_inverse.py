@@ -96,23 +96,23 @@ def test_gauss_newton_dense_path_reaches_the_lbfgsb_optimum_on_wavepacket():
 def test_jvp_double_vjp_and_dense_jacobians_match_finite_differences(name):
     problem = _problem(name)
     generator = torch.Generator().manual_seed(4)
-    _, y_target = _sample(problem, 2)
+    _, y_target, *observed = _sample(problem, 2)
+    observed = tuple(o.double() for o in observed)
     prediction = torch.randn(2, *problem.x_shape, generator=generator, dtype=F64)  # as a network's output
     x = problem.prepare_prediction(prediction, y_target.double()).double()
-    y_target = problem.simulate(x)
-    mask = problem.unknown_mask(x)
-    v = torch.where(mask, torch.randn(x.shape, generator=generator, dtype=F64), 0.0)
+    y_target = problem.simulate(x, *observed)
+    v = torch.randn(x.shape, generator=generator, dtype=F64)
     epsilon = 1e-6 * (x.abs().max().item() + 1)
-    finite = (problem.simulate(x + epsilon * v) - problem.simulate(x - epsilon * v)) / (2 * epsilon)
-    modes = [False, True] if supports_forward_mode(problem, x) else [False]
+    finite = (problem.simulate(x + epsilon * v, *observed) - problem.simulate(x - epsilon * v, *observed)) / (2 * epsilon)
+    modes = [False, True] if supports_forward_mode(problem, x, observed) else [False]
     for forward in modes:
-        linear = Linearization(problem, x, y_target, forward)
+        linear = Linearization(problem, x, y_target, forward, observed)
         torch.testing.assert_close(linear.jvp(v), finite, rtol=1e-5, atol=1e-6 * finite.abs().max().item())
         u = torch.randn(finite.shape, generator=generator, dtype=F64)  # J^T is the adjoint of J
         torch.testing.assert_close((linear.vjp(u) * v).sum(), (u * linear.jvp(v)).sum())
     if math.prod(x.shape[1:]) <= 4:
-        jacobian, indices = dense_jacobian(Linearization(problem, x, y_target, modes[-1]))
-        dense = torch.einsum("bmn,bn->bm", jacobian, v.flatten(1)[:, indices])
+        jacobian = dense_jacobian(Linearization(problem, x, y_target, modes[-1], observed))
+        dense = torch.einsum("bmn,bn->bm", jacobian, v.flatten(1))
         torch.testing.assert_close(dense, finite.flatten(1), rtol=1e-5, atol=1e-6 * finite.abs().max().item())
 
 
@@ -211,22 +211,22 @@ def test_gradient_descent_accumulates_k_steps_at_the_first_steps_length():
 # --- only the unknowns move -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rule", ["normalized", "sip_generic"])
-def test_proxy_rules_on_fluid_move_only_the_predicted_velocity(rule):
+@pytest.mark.parametrize("rule", ["normalized", "sip_generic", "sip_lbfgs", "sip_gauss_newton"])
+def test_proxy_rules_on_fluid_move_the_velocity_and_leave_the_observed_marker(rule):
     problem = Fluid(resolution=8)
-    x_true, y_target = _sample(problem, 2)
-    x = torch.cat([0.5 * x_true[:, :2], x_true[:, 2:]], dim=1)  # predicted v0 with the observed m0
-    if rule == "normalized":
-        proxy = NormalizedGradient(torch.optim.Adam, lr=1e-3, eta=0.1)
-    else:
-        proxy = SIP(torch.optim.Adam, lr=1e-3, eta=0.1, inverse=GradientDescent(iterations=2))
-    _, dx = proxy.simulate_and_update(problem, x, y_target)
-    if rule == "normalized":
-        assert (dx[:, 2:] != 0).any()  # the raw sign update would move the observed m0 ...
-    per_example, _ = proxy.objective(problem, x.clone().requires_grad_(True), y_target)
-    velocity_only = 0.5 * (0.1 * dx[:, :2]).pow(2).flatten(1).sum(1)
-    assert velocity_only.min() > 0
-    torch.testing.assert_close(per_example.detach(), velocity_only)  # ... the objective counts only v0
+    v0_true, y_target, m0 = _sample(problem, 2)
+    marker = m0.clone()
+    x = 0.5 * v0_true  # a predicted v0
+    inverse = {"sip_generic": GradientDescent(iterations=2), "sip_lbfgs": LBFGS(iterations=2),
+               "sip_gauss_newton": GaussNewton(iterations=3, outer_iterations=1, damping=10.0)}
+    proxy = (NormalizedGradient(torch.optim.Adam, lr=1e-3, eta=0.1) if rule == "normalized"
+             else SIP(torch.optim.Adam, lr=1e-3, eta=0.1, inverse=inverse[rule]))
+    y, dx = proxy.simulate_and_update(problem, x, y_target, m0)
+    torch.testing.assert_close(y, problem.simulate(x, m0), rtol=0, atol=0)
+    assert dx.shape == x.shape and (dx != 0).any()
+    per_example, _ = proxy.objective(problem, x.clone().requires_grad_(True), y_target, m0)
+    torch.testing.assert_close(per_example.detach(), 0.5 * (0.1 * dx).pow(2).flatten(1).sum(1))
+    assert torch.equal(m0, marker)  # the observed input is read, never written
 
 
 # --- start-up checks --------------------------------------------------------------------------

@@ -39,18 +39,20 @@ def test_every_generic_inverse_update_lowers_every_problems_error(problem, inver
     problem_obj, solver = instantiate(cfg.problem), instantiate(cfg.optimizer).inverse
     solver.check(problem_obj)
     generator = torch.Generator().manual_seed(0)
-    x_true, y_target = problem_obj.sample(4, generator)
+    x_true, y_target, *observed = problem_obj.sample(4, generator)
     metric = problem_obj.primary_metric
-    if metric == "x_l1":  # a smooth error (a per-example offset of 1% of the spread), observable by every problem
+    if x_true is not None:  # a smooth error (a per-example offset of 1% of the spread), observable by every problem
         spread = x_true.std(0, keepdim=True).mean()
         offset = torch.randn(4, *(1,) * (x_true.dim() - 1), generator=generator, dtype=x_true.dtype)
-        x = x_true + torch.where(problem_obj.unknown_mask(x_true), 0.01 * spread * offset, 0.0)
+        x = x_true + 0.01 * spread * offset
     else:  # no ground-truth x: start from a zero prediction
         x = problem_obj.prepare_prediction(torch.zeros(4, *problem_obj.x_shape), y_target)
-    _, dx = solver.simulate_and_update(problem_obj, x, y_target)
+    _, dx = solver.simulate_and_update(problem_obj, x, y_target, *observed)
+    assert dx.shape == x.shape
 
     def error(estimate: torch.Tensor) -> float:
-        return problem_obj.metrics(estimate, x_true, problem_obj.simulate(estimate), y_target)[metric].mean().item()
+        y = problem_obj.simulate(estimate, *observed)
+        return problem_obj.metrics(estimate, x_true, y, y_target, *observed)[metric].mean().item()
 
     assert error(x + dx) < error(x)
 

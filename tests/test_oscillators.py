@@ -70,23 +70,21 @@ def test_the_final_state_has_the_gradient_of_finite_differences():
     control = (0.3 * torch.randn(2, 96, generator=generator, dtype=torch.float64)).requires_grad_()
     initial.requires_grad_()
     # fast mode: finite differences along random directions of the control and the initial state
-    assert torch.autograd.gradcheck(lambda c, x0: problem.simulate(problem.prepare_prediction(c, x0)),
-                                    (control, initial), fast_mode=True)
+    assert torch.autograd.gradcheck(problem.simulate, (control, initial), fast_mode=True)
 
 
 def test_the_problem_steers_back_to_the_observed_initial_state():
     problem = instantiate(compose_config(["problem=oscillators"]).problem)
-    x_true, y_target = problem.sample(256, torch.Generator().manual_seed(0))
+    x_true, y_target, initial_state = problem.sample(256, torch.Generator().manual_seed(0))
     assert problem.x_shape == (96,) and problem.y_shape == (4,) and problem.primary_metric == "y_l2"
+    assert x_true is None  # no true control is known
     assert 0 <= y_target.min() and y_target.max() < 1
-    assert torch.equal(x_true[:, 96:], y_target) and not x_true[:, :96].any()  # (uncontrolled reference, x0)
-    assert problem.unknown_mask(x_true).tolist() == [[True] * 96 + [False] * 4]
+    assert torch.equal(initial_state, y_target)  # the observed input is the target
     assert y_target.mean().item() == pytest.approx(0.5, abs=0.05)
-    control = torch.zeros(256, 96)
-    x = problem.prepare_prediction(control, y_target)
-    y = problem.simulate(x)
+    control = torch.randn(256, 96, generator=torch.Generator().manual_seed(1))
+    y = problem.simulate(control, initial_state)
     torch.testing.assert_close(y, oscillators.final_state(y_target, control, 0.125))
-    metrics = problem.metrics(x, x_true, y, y_target)
+    metrics = problem.metrics(control, x_true, y, y_target, initial_state)
     assert set(metrics) == {"y_l2", "paper_loss"}  # no true control, so no x_l1
     torch.testing.assert_close(metrics["paper_loss"], (y - y_target).pow(2).sum(1))
     torch.testing.assert_close(metrics["y_l2"], 0.5 * metrics["paper_loss"])
@@ -95,9 +93,9 @@ def test_the_problem_steers_back_to_the_observed_initial_state():
 
 def test_the_figure_shows_trajectories_and_controls_of_each_example():
     problem = instantiate(compose_config(["problem=oscillators"]).problem)
-    x_true, y_target = problem.sample(2, torch.Generator().manual_seed(0))
-    x = problem.prepare_prediction(torch.randn(2, 96), y_target)
-    figure = problem.figure(x, x_true, problem.simulate(x), y_target)
+    x_true, y_target, initial_state = problem.sample(2, torch.Generator().manual_seed(0))
+    control = torch.randn(2, 96)
+    figure = problem.figure(control, x_true, problem.simulate(control, initial_state), y_target, initial_state)
     assert isinstance(figure, Figure) and len(figure.axes) == 4
     assert len(figure.axes[0].lines) == 2 * 4  # four state components, each with its target dot
 

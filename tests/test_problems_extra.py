@@ -52,9 +52,9 @@ def test_problem_configs_select_their_paper_network_and_batch(problem):
     assert cfg.network._target_.rsplit(".", 1)[-1] == DEFAULT_NETWORK[problem]
     assert cfg.data.batch_size == {"sine": 100, "exp": 100, "wavepacket": 100, "fluid": 64}[problem]
     problem_obj, network, _ = build_components(cfg.problem, cfg.optimizer, cfg.network, cfg.seed)
-    x_true, y_target = problem_obj.sample(3, _generator())
+    x_true, y_target, *_ = problem_obj.sample(3, _generator())
     x = problem_obj.prepare_prediction(network(problem_obj.network_input(y_target)), y_target)
-    assert x.shape == x_true.shape
+    assert x.shape == x_true.shape == (3, *problem_obj.x_shape)
     # the command line still chooses another network
     assert compose_config([f"problem={problem}", "network=mlp"]).network._target_.endswith("MLP")
     assert compose_config([f"problem={problem}", "network=unet"]).network._target_.endswith("UNet")
@@ -90,7 +90,7 @@ def test_fno_fits_every_grid_problem(problem):
     cfg = compose_config([f"problem={problem}", "optimizer=adam", "network=fno", "problem.resolution=16",
                           "network.modes=4"])
     problem_obj, network, _ = build_components(cfg.problem, cfg.optimizer, cfg.network, cfg.seed)
-    x_true, y_target = problem_obj.sample(2, _generator())
+    _, y_target, *_ = problem_obj.sample(2, _generator())
     assert network(problem_obj.network_input(y_target)).shape == (2, *problem_obj.x_shape)
     paper = compose_config([f"problem={problem}", "optimizer=adam", "network=fno"])
     if problem != "fluid":  # one channel in and out: the paper's count
@@ -118,10 +118,9 @@ def test_conv1d_network_rejects_grid_problems_clearly(tiny_config):
     ids=["sine", "exp", "wavepacket", "fluid"],
 )
 def test_figures_render(problem):
-    x_true, y_target = problem.sample(2, _generator())
-    x = x_true + 0.1 * torch.randn(x_true.shape, generator=_generator(1))
-    x = problem.prepare_prediction(x[:, : problem.x_shape[0]], y_target)
-    figure = problem.figure(x, x_true, problem.simulate(x), y_target)
+    x_true, y_target, *observed = problem.sample(2, _generator())
+    x = problem.prepare_prediction(x_true + 0.1 * torch.randn(x_true.shape, generator=_generator(1)), y_target)
+    figure = problem.figure(x, x_true, problem.simulate(x, *observed), y_target, *observed)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=40)
     assert buffer.tell() > 1000 and len(figure.axes) >= 1
@@ -210,46 +209,46 @@ def test_wavepacket_baseline_metrics_find_a_centred_packet_and_miss_a_far_one():
 # --- fluid ----------------------------------------------------------------------------------
 
 
-def test_fluid_state_observation_and_update_keep_the_observed_marker():
+def test_fluid_unknown_is_the_velocity_and_the_marker_is_an_observed_input():
     problem = Fluid(resolution=16)
-    x_true, y_target = problem.sample(3, _generator())
-    assert x_true.shape == (3, 3, 16, 16) and y_target.shape == (3, 2, 16, 16)
-    torch.testing.assert_close(x_true[:, 2], y_target[:, 0], rtol=0, atol=0)  # both hold m0
-    torch.testing.assert_close(problem.simulate(x_true), y_target, rtol=0, atol=1e-5)
-    guess = problem.prepare_prediction(torch.zeros(3, 2, 16, 16), y_target)
-    torch.testing.assert_close(guess[:, 2:], y_target[:, :1], rtol=0, atol=0)
-    dx = problem.inverse_update(guess, problem.simulate(guess), y_target)
-    assert dx.shape == guess.shape and (dx[:, 2] == 0).all()
-    estimate = fluid.sip_estimate(guess[:, :2], y_target[:, :1], y_target[:, 1:])
-    torch.testing.assert_close(guess[:, :2] + dx[:, :2], estimate)
+    v0_true, y_target, m0 = problem.sample(3, _generator())
+    assert problem.x_shape == v0_true.shape[1:] == (2, 16, 16) and y_target.shape == (3, 2, 16, 16)
+    torch.testing.assert_close(m0[:, 0], y_target[:, 0], rtol=0, atol=0)  # y* = (m0, mt)
+    torch.testing.assert_close(problem.simulate(v0_true, m0), y_target, rtol=0, atol=1e-5)
+    guess = torch.zeros(3, 2, 16, 16)
+    y, dx = problem.simulate_and_update(guess, y_target, m0)
+    torch.testing.assert_close(y, problem.simulate(guess, m0), rtol=0, atol=0)
+    torch.testing.assert_close(dx, problem.inverse_update(guess, y, y_target, m0), rtol=0, atol=0)
+    estimate = fluid.sip_estimate(guess, y_target[:, :1], y_target[:, 1:])
+    assert dx.shape == guess.shape
+    torch.testing.assert_close(guess + dx, estimate)
     # the estimate moves v0 towards the truth
-    assert (fluid.gt_v0_l1(estimate, x_true[:, :2]) < fluid.gt_v0_l1(guess[:, :2], x_true[:, :2])).all()
+    assert (fluid.gt_v0_l1(estimate, v0_true) < fluid.gt_v0_l1(guess, v0_true)).all()
 
 
 def test_fluid_loss_and_metrics():
     problem = Fluid(resolution=16)
-    x_true, y_target = problem.sample(2, _generator())
-    x = x_true.clone()
-    x[:, :2] += torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)
-    y = problem.simulate(x)
-    metrics = problem.metrics(x, x_true, y, y_target)
+    x_true, y_target, m0 = problem.sample(2, _generator())
+    x = x_true + torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)
+    y = problem.simulate(x, m0)
+    metrics = problem.metrics(x, x_true, y, y_target, m0)
     assert set(metrics) == {"x_l1", "gt_v0_l1", "y_l2", "marker_loss"}  # training: no extra simulations
     torch.testing.assert_close(metrics["x_l1"], torch.full((2,), 7.0 * 256))
     torch.testing.assert_close(metrics["gt_v0_l1"], torch.full((2,), 5.0 * 256))
     torch.testing.assert_close(metrics["marker_loss"], problem.y_loss(y, y_target))
     assert (metrics["marker_loss"] > problem.y_loss(y_target, y_target)).all()
     problem.eval()
-    validation = problem.metrics(x, x_true, y, y_target)
+    validation = problem.metrics(x, x_true, y, y_target, m0)
     assert validation["gt_v_l1"].shape == (2,) and (validation["gt_v_l1"] > validation["gt_v0_l1"]).all()
-    exact = problem.metrics(x_true, x_true, y_target, y_target)
+    exact = problem.metrics(x_true, x_true, y_target, y_target, m0)
     assert exact["gt_v_l1"].max() == 0 and exact["x_l1"].max() == 0
 
 
 def test_fluid_gradient_reaches_the_velocity_through_all_steps():
     problem = Fluid(resolution=8)
-    x_true, y_target = problem.sample(2, _generator())
+    _, y_target, m0 = problem.sample(2, _generator())
     v0 = torch.randn(2, 2, 8, 8, generator=_generator(1), requires_grad=True)
-    loss = problem.physics_loss(problem.prepare_prediction(v0, y_target), y_target).sum()
+    loss = problem.physics_loss(v0, y_target, m0).sum()
     (gradient,) = torch.autograd.grad(loss, v0)
     assert gradient.abs().sum() > 0 and torch.isfinite(gradient).all()
 

@@ -3,40 +3,48 @@ from __future__ import annotations
 
 import torch
 
-from sip_train.problems.base import InverseProblem
+from sip_train import values
+from sip_train.problems.base import InverseProblem, Observed
 
 
 def positive_int(name: str, value: object) -> int:
     """`value` if it is a positive integer, else a ValueError naming inverse.<name>."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"inverse.{name}={value!r} is invalid: must be a positive integer")
-    return value
+    return values.integer(f"inverse.{name}", value)
 
 
 def positive_float(name: str, value: object, allow_zero: bool = False) -> float:
     """`value` as a float if it is positive (or zero where allowed), else a ValueError naming inverse.<name>."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 if allow_zero else value > 0):
-        raise ValueError(f"inverse.{name}={value!r} is invalid: must be a {'non-negative' if allow_zero else 'positive'} number")
-    return float(value)
+    return values.number(f"inverse.{name}", value, "[0, inf)" if allow_zero else "(0, inf)")
 
 
 class InverseSolver:
     """Computes SIP's x-space update dx = U(x) - x for a batch of predictions x, per example.
 
-    Generic solvers see only the problem's `simulate`, `y_loss` and `unknown_mask`, never the
-    network: dx is zero on the components the network does not predict.
+    Generic solvers see only the problem's `simulate` and `y_loss`, never the network; x holds the
+    unknowns only, and the problem's observed inputs (if any) are passed to `simulate` unchanged.
+
+    Declarations, read by compile=true and the execution modes (never a test for a concrete class):
+
+    Attributes:
+        name: the config option selecting it (inverse=<name>), for messages and the run's record.
+        differentiates_physics_twice: whether it differentiates the simulator's derivatives (J v by a
+            double vjp or forward mode), which compiled physics do not support.
+        vectorizable: whether it works example by example, so that the batches of several networks can be
+            folded into one K*B batch (true for every solver whose examples do not interact).
     """
 
-    name = "generic"  # the config option selecting it (inverse=<name>), for error messages
+    name: str = "generic"
+    differentiates_physics_twice: bool = False
+    vectorizable: bool = True
 
     def check(self, problem: InverseProblem) -> None:
         """Fail at start-up, in one line, if this solver cannot invert `problem`: here, if its
         simulate is not differentiable with torch autograd on a sampled example."""
-        x, y_target = problem.sample(2, torch.Generator().manual_seed(0))
+        x, y_target, observed = example_point(problem)
         try:
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True)
-                loss = problem.y_loss(problem.simulate(x), y_target).sum()
+                loss = problem.y_loss(problem.simulate(x, *observed), y_target).sum()
                 (gradient,) = torch.autograd.grad(loss, x)
         except RuntimeError as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -49,19 +57,28 @@ class InverseSolver:
                              "at a sampled example")
 
     def simulate_and_update(
-        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """y = P(x) (detached) and the update dx (B, *x) at the detached predictions x."""
+        """y = P(x) (detached) and the update dx (B, *x) at the detached predictions x, given the
+        problem's observed inputs."""
         raise NotImplementedError
 
 
+def example_point(problem: InverseProblem) -> tuple[torch.Tensor, torch.Tensor, Observed]:
+    """Two sampled examples to check a solver on: a point x (the true solution, or zeros where the
+    problem knows none), y* and the observed inputs."""
+    x_true, y_target, *observed = problem.sample(2, torch.Generator().manual_seed(0))
+    x = torch.zeros(2, *problem.x_shape, dtype=y_target.dtype) if x_true is None else x_true
+    return x, y_target, tuple(observed)
+
+
 def loss_and_gradient(
-    problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+    problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, observed: Observed = ()
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-example L(x) = y_loss(P(x), y*) (B,), its gradient on the unknowns (B, *x) and y = P(x), detached."""
+    """Per-example L(x) = y_loss(P(x), y*) (B,), its gradient (B, *x) and y = P(x), detached."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        y = problem.simulate(x)
+        y = problem.simulate(x, *observed)
         loss = problem.y_loss(y, y_target)
         (gradient,) = torch.autograd.grad(loss.sum(), x)
-    return loss.detach(), torch.where(problem.unknown_mask(x), gradient, 0.0), y.detach()
+    return loss.detach(), gradient, y.detach()

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from sip_train.inverse.base import InverseSolver, positive_float, positive_int
+from sip_train.inverse.base import InverseSolver, example_point, positive_float, positive_int
 from sip_train.inverse.cg import batch_dot, conjugate_gradient, per_example
 from sip_train.inverse.linearization import JACOBIAN_MODES, Linearization, prefers_forward_mode
-from sip_train.problems.base import InverseProblem
+from sip_train.problems.base import InverseProblem, Observed
 
 
 class GaussNewton(InverseSolver):
@@ -28,7 +28,7 @@ class GaussNewton(InverseSolver):
         outer_iterations: Gauss-Newton steps per SIP update (each one more linearisation).
         damping: initial relative damping (0: plain Gauss-Newton).
         rel_tol: CG stops an example at ||residual|| <= rel_tol ||J^T g||.
-        dense_max_unknowns: use the dense path up to this many unknowns per example.
+        dense_max_unknowns: use the dense path up to this many unknowns per example (the size of x).
         jacobian: how J v is computed: "forward" (torch.func.jvp), "reverse" (double vjp) or
             "auto" (the double vjp where simulate's backward is differentiable, else forward mode;
             detected once).
@@ -36,6 +36,7 @@ class GaussNewton(InverseSolver):
     """
 
     name = "gauss_newton"
+    differentiates_physics_twice = True  # J v by a double vjp or forward mode through simulate
 
     def __init__(self, iterations: int = 20, outer_iterations: int = 2, damping: float = 1e-6, rel_tol: float = 1e-4,
                  dense_max_unknowns: int = 16, jacobian: str = "auto", check_every: int = 10) -> None:
@@ -57,35 +58,37 @@ class GaussNewton(InverseSolver):
         """Also fail at start-up if neither forward mode nor the double vjp gives J v (a simulator
         whose backward pass is not itself differentiable); decides the mode of J v once."""
         super().check(problem)
-        x, y_target = problem.sample(2, torch.Generator().manual_seed(0))
+        x, y_target, observed = example_point(problem)
         try:
-            Linearization(problem, x, y_target, self.forward_mode(problem, x, y_target)).jvp(torch.ones_like(x))
+            forward_mode = self.forward_mode(problem, x, y_target, observed)
+            Linearization(problem, x, y_target, forward_mode, observed).jvp(torch.ones_like(x))
         except RuntimeError as error:
             raise ValueError(
                 f"inverse={self.name} needs Jacobian-vector products of problem {type(problem).__name__}'s simulate() "
                 f"({str(error).strip().splitlines()[0]}); use inverse=lbfgs or inverse=gradient_descent"
             ) from None
 
-    def forward_mode(self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor) -> bool:
+    def forward_mode(self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor,
+                     observed: Observed = ()) -> bool:
         """Whether J v uses forward mode; decided at the first call in "auto" mode."""
         if self._forward_mode is None:
-            self._forward_mode = prefers_forward_mode(problem, x[:1], y_target[:1])
+            self._forward_mode = prefers_forward_mode(problem, x[:1], y_target[:1], tuple(o[:1] for o in observed))
         return self._forward_mode
 
     def simulate_and_update(
-        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        forward_mode = self.forward_mode(problem, x, y_target)
+        forward_mode = self.forward_mode(problem, x, y_target, observed)
         damping = torch.full((len(x),), self.damping, dtype=x.dtype, device=x.device)
+        solve = self._dense_step if x[0].numel() <= self.dense_max_unknowns else self._cg_step
         estimate, y = x.detach(), None
         for _ in range(self.outer_iterations):
-            linear = Linearization(problem, estimate, y_target, forward_mode)
+            linear = Linearization(problem, estimate, y_target, forward_mode, observed)
             y = linear.y.detach() if y is None else y
-            unknowns = int(linear.mask.sum())
-            step, predicted = (self._dense_step if unknowns <= self.dense_max_unknowns else self._cg_step)(linear, damping)
+            step, predicted = solve(linear, damping)
             with torch.no_grad():
                 trial = estimate + step
-                actual = linear.loss - problem.y_loss(problem.simulate(trial), y_target)
+                actual = linear.loss - problem.y_loss(problem.simulate(trial, *observed), y_target)
             gain = actual / predicted.clamp_min(torch.finfo(x.dtype).tiny)
             accept = (actual > 0) & (predicted > 0) & torch.isfinite(actual)
             estimate = torch.where(per_example(accept, x), trial, estimate)
@@ -109,30 +112,25 @@ class GaussNewton(InverseSolver):
         return step.detach(), predicted.detach()
 
     def _dense_step(self, linear: Linearization, damping: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact damped solve with the per-example Jacobian on the unknowns, in float64."""
+        """Exact damped solve with the per-example Jacobian, in float64."""
         x = linear.x.detach()
-        jacobian, indices = dense_jacobian(linear)
+        jacobian = dense_jacobian(linear)
         curvature_columns = torch.stack(
             [linear.hvp(column.reshape(linear.y.shape)).flatten(1) for column in jacobian.unbind(2)], dim=2)
         normal = jacobian.transpose(1, 2).double() @ curvature_columns.double()  # J^T H J, (B, n, n)
-        gradient = linear.gradient.flatten(1)[:, indices].double()
+        gradient = linear.gradient.flatten(1).double()
         scale = torch.diagonal(normal, dim1=1, dim2=2).mean(1)
-        lam = (damping.double() * scale)[:, None, None] * torch.eye(len(indices), dtype=torch.float64, device=x.device)
+        lam = (damping.double() * scale)[:, None, None] * torch.eye(gradient.shape[1], dtype=torch.float64,
+                                                                      device=x.device)
         solution = torch.linalg.lstsq(normal + lam, -gradient[..., None]).solution[..., 0]
         predicted = -((gradient * solution).sum(1) + 0.5 * (solution * (normal @ solution[..., None])[..., 0]).sum(1))
-        step = torch.zeros_like(x).flatten(1)
-        step[:, indices] = solution.to(x.dtype)
-        return step.reshape(x.shape), predicted.to(x.dtype)
+        return solution.to(x.dtype).reshape(x.shape), predicted.to(x.dtype)
 
 
-def dense_jacobian(linear: Linearization) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-example Jacobian of y on the unknowns, (B, y numel, n), one J e_k per unknown k for the
-    whole batch at once, and the unknowns' flat indices in x (n,)."""
+def dense_jacobian(linear: Linearization) -> torch.Tensor:
+    """The per-example Jacobian of y in x, (B, y numel, x numel), one J e_k per component k of x for the
+    whole batch at once."""
     x = linear.x.detach()
-    indices = linear.mask.expand_as(x[:1]).flatten().nonzero()[:, 0]
-    columns = []
-    for index in indices.tolist():
-        basis = torch.zeros_like(x).flatten(1)
-        basis[:, index] = 1
-        columns.append(linear.jvp(basis.reshape(x.shape)).flatten(1))
-    return torch.stack(columns, dim=2), indices
+    basis = torch.eye(x[0].numel(), dtype=x.dtype, device=x.device)
+    columns = [linear.jvp(e.expand(len(x), -1).reshape(x.shape)).flatten(1) for e in basis.unbind(0)]
+    return torch.stack(columns, dim=2)

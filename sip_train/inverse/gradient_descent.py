@@ -26,14 +26,14 @@ class GradientDescent(InverseSolver):
         self.rescale = rescale
 
     def simulate_and_update(
-        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        _, gradient, y = loss_and_gradient(problem, x, y_target)
+        _, gradient, y = loss_and_gradient(problem, x, y_target, observed)
         first_length = torch.linalg.vector_norm(self.lr * gradient.flatten(1), dim=1)
         estimate = x.detach()
         for iteration in range(self.iterations):
             if iteration:
-                _, gradient, _ = loss_and_gradient(problem, estimate, y_target)
+                _, gradient, _ = loss_and_gradient(problem, estimate, y_target, observed)
             estimate = estimate - self.lr * gradient
         step = estimate - x
         if self.rescale:

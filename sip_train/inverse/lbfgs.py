@@ -5,7 +5,7 @@ import torch
 
 from sip_train.inverse.base import InverseSolver, loss_and_gradient, positive_float, positive_int
 from sip_train.inverse.cg import batch_dot, per_example
-from sip_train.problems.base import InverseProblem
+from sip_train.problems.base import InverseProblem, Observed
 
 
 def two_loop(gradient: torch.Tensor, steps: list[torch.Tensor], changes: list[torch.Tensor]) -> torch.Tensor:
@@ -42,20 +42,24 @@ class LBFGS(InverseSolver):
         memory: (s, y) pairs kept per example.
         line_search_steps: step halvings tried before an example stays put for this iteration.
         armijo: sufficient-decrease constant c1.
+        check_every: line-search trials between host reads of whether every example has accepted its
+            step (the search stops early only then; the result is the same for any value).
     """
 
     name = "lbfgs"
 
-    def __init__(self, iterations: int = 16, memory: int = 10, line_search_steps: int = 10, armijo: float = 1e-4) -> None:
+    def __init__(self, iterations: int = 16, memory: int = 10, line_search_steps: int = 10, armijo: float = 1e-4,
+                 check_every: int = 2) -> None:
         self.iterations = positive_int("iterations", iterations)
         self.memory = positive_int("memory", memory)
         self.line_search_steps = positive_int("line_search_steps", line_search_steps)
         self.armijo = positive_float("armijo", armijo)
+        self.check_every = positive_int("check_every", check_every)
 
     def simulate_and_update(
-        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, gradient, y = loss_and_gradient(problem, x, y_target)
+        loss, gradient, y = loss_and_gradient(problem, x, y_target, observed)
         estimate = x.detach()
         steps: list[torch.Tensor] = []
         changes: list[torch.Tensor] = []
@@ -65,29 +69,31 @@ class LBFGS(InverseSolver):
             descent = slope < 0
             direction = torch.where(per_example(descent, x), direction, -gradient)
             slope = torch.where(descent, slope, -batch_dot(gradient, gradient))
-            new_estimate, new_loss, new_gradient = self._line_search(problem, y_target, estimate, loss, gradient,
-                                                                           direction, slope)
+            new_estimate, new_loss, new_gradient = self._line_search(problem, y_target, observed, estimate, loss,
+                                                                     gradient, direction, slope)
             steps = (steps + [new_estimate - estimate])[-self.memory:]
             changes = (changes + [new_gradient - gradient])[-self.memory:]
             estimate, loss, gradient = new_estimate, new_loss, new_gradient
         return y, estimate - x
 
-    def _line_search(self, problem: InverseProblem, y_target: torch.Tensor, estimate: torch.Tensor, loss: torch.Tensor,
-                     gradient: torch.Tensor, direction: torch.Tensor, slope: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-example backtracking from step length 1; examples without sufficient decrease stay put."""
+    def _line_search(self, problem: InverseProblem, y_target: torch.Tensor, observed: Observed,
+                     estimate: torch.Tensor, loss: torch.Tensor, gradient: torch.Tensor, direction: torch.Tensor,
+                     slope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-example backtracking from step length 1; examples without sufficient decrease stay put.
+        Trials after every example has accepted change nothing, so the host checks for that only every
+        `check_every` trials."""
         length = torch.ones_like(loss)
         accepted = torch.zeros_like(loss, dtype=torch.bool)
         new_estimate, new_loss, new_gradient = estimate, loss, gradient
-        for _ in range(self.line_search_steps):
+        for trial_index in range(self.line_search_steps):
             trial = estimate + per_example(length, estimate) * direction
-            trial_loss, trial_gradient, _ = loss_and_gradient(problem, trial, y_target)
+            trial_loss, trial_gradient, _ = loss_and_gradient(problem, trial, y_target, observed)
             good = ~accepted & torch.isfinite(trial_loss) & (trial_loss <= loss + self.armijo * length * slope)
             new_estimate = torch.where(per_example(good, trial), trial, new_estimate)
             new_loss = torch.where(good, trial_loss, new_loss)
             new_gradient = torch.where(per_example(good, trial), trial_gradient, new_gradient)
             accepted = accepted | good
-            if bool(accepted.all()):
+            if (trial_index + 1) % self.check_every == 0 and bool(accepted.all()):
                 break
             length = torch.where(accepted, length, 0.5 * length)
         return new_estimate, new_loss, new_gradient

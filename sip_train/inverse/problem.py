@@ -20,6 +20,6 @@ class ProblemInverse(InverseSolver):
             )
 
     def simulate_and_update(
-        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return problem.simulate_and_update(x, y_target)
+        return problem.simulate_and_update(x, y_target, *observed)

@@ -1,10 +1,9 @@
 """Navier-Stokes (paper appendix B.4): the initial velocity that carries a marker m0 to mt.
 
-The unknown is the centred initial velocity v0; the observation is the marker pair (m0, mt),
-which the network sees as two input maps. The physics needs m0 as well as v0, so the solution
-estimate the framework passes around is the full initial state x = (v0_x, v0_y, m0), (B, 3, N, N):
-the network predicts the two velocity channels and `prepare_prediction` appends the observed
-m0 (a known part of the state, never changed by an update). y = P(x) = (m0, m(t = 2)).
+The unknown x is the centred initial velocity v0, (B, 2, N, N); the observation is the marker pair
+(m0, mt), which the network sees as two input maps. The physics needs m0 as well as v0: it is the
+problem's observed input, drawn with each example and passed to the hooks after x
+(`simulate(v0, m0)`), never changed by an update. y = P(v0; m0) = (m0, m(t = 2)).
 """
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from sip_train import plots
 from sip_train.physics import fluid
 from sip_train.problems.base import InverseProblem
 
-VELOCITY, MARKER = slice(0, 2), slice(2, 3)
 FIGURE_TIMES = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
@@ -49,27 +47,17 @@ class Fluid(InverseProblem):
         self.x_shape = (2, resolution, resolution)  # what the network predicts: v0
         self.y_shape = (2, resolution, resolution)  # (m0, mt)
 
-    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """x* = (v0*, m0), (n, 3, N, N), and y* = (m0, mt), (n, 2, N, N)."""
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x* = v0*, (n, 2, N, N), y* = (m0, mt), (n, 2, N, N), and the observed input m0, (n, 1, N, N)."""
         v0, m0, mt = fluid.sample(n, generator, self.resolution)
-        return torch.cat([v0, m0], dim=1), torch.cat([m0, mt], dim=1)
+        return v0, torch.cat([m0, mt], dim=1), m0
 
-    def prepare_prediction(self, x: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
-        """The predicted v0 (B, 2, N, N) completed with the observed m0 to the state (B, 3, N, N)."""
-        return torch.cat([x, y_target[:, :1].to(x.dtype)], dim=1)
+    def trajectory(self, v0: torch.Tensor, m0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Staggered velocities (B, 9, 2, N, N) and markers (B, 9, 1, N, N) from the initial state (v0, m0)."""
+        return fluid.simulate(v0, m0.to(v0.dtype))
 
-    def unknown_mask(self, x: torch.Tensor) -> torch.Tensor:
-        """Only v0 is unknown; the m0 channel is observed."""
-        mask = torch.zeros((1, *x.shape[1:]), dtype=torch.bool, device=x.device)
-        mask[:, VELOCITY] = True
-        return mask
-
-    def trajectory(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Staggered velocities (B, 9, 2, N, N) and markers (B, 9, 1, N, N) from the state x."""
-        return fluid.simulate(x[:, VELOCITY], x[:, MARKER])
-
-    def simulate(self, x: torch.Tensor) -> torch.Tensor:
-        return self._observation(self.trajectory(x)[1])
+    def simulate(self, v0: torch.Tensor, m0: torch.Tensor) -> torch.Tensor:
+        return self._observation(self.trajectory(v0, m0)[1])
 
     @staticmethod
     def _observation(markers: torch.Tensor) -> torch.Tensor:
@@ -80,29 +68,29 @@ class Fluid(InverseProblem):
         """The Fourier-weighted L1 difference of the final markers, (B,)."""
         return fluid.fourier_weighted_loss(y[:, 1:], y_target[:, 1:], self.loss_falloff)
 
-    def inverse_update(self, x: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
-        return self._update(x, y_target)
+    def inverse_update(self, v0: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor, m0: torch.Tensor
+                       ) -> torch.Tensor:
+        return self._update(v0, y_target)
 
-    def simulate_and_update(self, x: torch.Tensor, y_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def simulate_and_update(self, v0: torch.Tensor, y_target: torch.Tensor, m0: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
         """One forward simulation serves both the observation y and the estimator."""
-        trajectory = self.trajectory(x)
-        return self._observation(trajectory[1]), self._update(x, y_target, trajectory)
+        trajectory = self.trajectory(v0, m0)
+        return self._observation(trajectory[1]), self._update(v0, y_target, trajectory)
 
-    def _update(self, x: torch.Tensor, y_target: torch.Tensor,
+    def _update(self, v0: torch.Tensor, y_target: torch.Tensor,
                 trajectory: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """dx = v~0 - v0 from the reverse-simulation estimator (0 on the m0 channel)."""
-        estimate = fluid.sip_estimate(x[:, VELOCITY], y_target[:, :1], y_target[:, 1:], gain=self.sip_gain,
-                                      trajectory=trajectory)
-        return torch.cat([estimate - x[:, VELOCITY], torch.zeros_like(x[:, MARKER])], dim=1)
+        """dx = v~0 - v0 from the reverse-simulation estimator."""
+        estimate = fluid.sip_estimate(v0, y_target[:, :1], y_target[:, 1:], gain=self.sip_gain, trajectory=trajectory)
+        return estimate - v0
 
     def metrics(
-        self, x: torch.Tensor, x_true: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor
+        self, v0: torch.Tensor, v0_true: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor, m0: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """x_l1 = sum |v0 - v0*| over components and cells; gt_v0_l1 = sum over cells of the length
         |v0 - v0*|; y_l2 = 1/2 sum (y - y*)^2; marker_loss = the Fourier-weighted objective.
         In eval mode (validation) also gt_v_l1, the velocity error summed over the 9 frames of the
         trajectory (two more simulations, so not at every training step)."""
-        v0, v0_true = x[:, VELOCITY], x_true[:, VELOCITY]
         metrics = {
             "x_l1": (v0 - v0_true).abs().flatten(1).sum(1),
             "gt_v0_l1": fluid.gt_v0_l1(v0, v0_true),
@@ -110,20 +98,22 @@ class Fluid(InverseProblem):
             "marker_loss": self.y_loss(y, y_target),
         }
         if not self.training:
-            metrics["gt_v_l1"] = fluid.velocity_trajectory_l1(self.trajectory(x)[0], self.trajectory(x_true)[0])
+            metrics["gt_v_l1"] = fluid.velocity_trajectory_l1(self.trajectory(v0, m0)[0],
+                                                              self.trajectory(v0_true, m0)[0])
         return metrics
 
-    def figure(self, x: torch.Tensor, x_true: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> Figure:
+    def figure(self, v0: torch.Tensor, v0_true: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor,
+               m0: torch.Tensor) -> Figure:
         """Fig. 14: per example a prediction row and a ground-truth row, each showing the components
         v0_x and v0_y of the initial velocity (one symmetric colour scale per example and component)
         and the marker at t = 0, 0.5, 1, 1.5, 2; every panel has its colourbar."""
-        states = torch.stack([x.detach(), x_true.detach()], dim=1).flatten(0, 1).float()  # prediction, truth, ...
-        markers = self.trajectory(states)[1][:, :, 0].cpu().numpy()
-        velocity = states[:, VELOCITY].cpu().numpy()
+        pairs = torch.stack([v0.detach(), v0_true.detach()], dim=1).flatten(0, 1).float()  # prediction, truth, ...
+        markers = self.trajectory(pairs, m0.detach().repeat_interleave(2, dim=0))[1][:, :, 0].cpu().numpy()
+        velocity = pairs.cpu().numpy()
         frames = [round(t / fluid.DURATION * fluid.STEPS) for t in FIGURE_TIMES]
         titles = ["v0_x (velocity x-component)", "v0_y (velocity y-component)",
                   *(f"marker t={t:g}" for t in FIGURE_TIMES)]
-        fig, axes = plt.subplots(len(states), len(titles), figsize=(2.1 * len(titles), 1.9 * len(states)),
+        fig, axes = plt.subplots(len(pairs), len(titles), figsize=(2.1 * len(titles), 1.9 * len(pairs)),
                                  squeeze=False, layout="constrained")
         for row, ax_row in enumerate(axes):
             for component in range(2):

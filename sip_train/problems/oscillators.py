@@ -2,13 +2,10 @@
 that steers the chain back to its initial state after Nt steps.
 
 The network sees the initial state x0 (which is also the target, y* = x0) and predicts the control
-sequence c (Nt,). The physics needs x0 as well, so the solution estimate the framework passes around
-is x = (c, x0), (B, Nt + 2N): `prepare_prediction` appends the observed x0 to the predicted control,
-as the fluid problem appends its observed marker. y = P(x) = the state after Nt RK4 steps.
-There is no ground-truth control (many controls return the state), so the problem has no x_l1 and
-runs are ranked by y_l2. `sample` still returns a complete state as x_true, (c = 0, x0): the observed x0
-with the uncontrolled reference c = 0, a valid input of P for generic code (inverse solvers' checks),
-never compared with a prediction.
+sequence x = c, (B, Nt). The physics needs x0 as well: it is the problem's observed input, drawn with
+each example and passed to the hooks after the control (`simulate(c, x0)`). y = P(c; x0) = the state
+after Nt RK4 steps. There is no ground-truth control (many controls return the state): `sample` returns
+None as x*, the metrics have no x_l1, and runs are ranked by y_l2.
 """
 from __future__ import annotations
 
@@ -48,48 +45,40 @@ class Oscillators(InverseProblem):
         self.x_shape = (steps,)  # what the network predicts: the control sequence
         self.y_shape = (2 * oscillators,)
 
-    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """x_true = (c = 0, x0), (n, Nt + 2N), and y* = x0 ~ U[0, 1)^(2N), (n, 2N)."""
+    def sample(self, n: int, generator: torch.Generator) -> tuple[None, torch.Tensor, torch.Tensor]:
+        """No true control (None), y* = x0 ~ U[0, 1)^(2N), (n, 2N), and the observed input x0 (the same tensor)."""
         initial_state = oscillators.sample(n, generator, self.oscillators)
-        return self.prepare_prediction(initial_state.new_zeros(n, self.steps), initial_state), initial_state
+        return None, initial_state, initial_state
 
-    def prepare_prediction(self, x: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
-        """The predicted control (B, Nt) completed with the observed x0 to x = (c, x0), (B, Nt + 2N)."""
-        return torch.cat([x, y_target.to(x.dtype)], dim=-1)
-
-    def unknown_mask(self, x: torch.Tensor) -> torch.Tensor:
-        """The control is predicted, x0 is observed."""
-        mask = torch.zeros((1, *x.shape[1:]), dtype=torch.bool, device=x.device)
-        mask[:, : self.steps] = True
-        return mask
-
-    def simulate(self, x: torch.Tensor) -> torch.Tensor:
-        return oscillators.final_state(x[:, self.steps :], x[:, : self.steps], self.dt)
+    def simulate(self, control: torch.Tensor, initial_state: torch.Tensor) -> torch.Tensor:
+        return oscillators.final_state(initial_state.to(control.dtype), control, self.dt)
 
     def y_loss(self, y: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
         """Sum of squares of (final state - target) per example, (B,) (the HIG paper's loss)."""
         return (y - y_target).pow(2).sum(-1)
 
     def metrics(
-        self, x: torch.Tensor, x_true: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor
+        self, control: torch.Tensor, x_true: None, y: torch.Tensor, y_target: torch.Tensor,
+        initial_state: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """y_l2 = 1/2 sum (y - y*)^2 (the framework's convention) and paper_loss = sum (y - y*)^2,
         the HIG paper's loss per data point; no x_l1 (there is no true control)."""
         paper_loss = self.y_loss(y, y_target)
         return {"y_l2": 0.5 * paper_loss, "paper_loss": paper_loss}
 
-    def figure(self, x: torch.Tensor, x_true: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> Figure:
+    def figure(self, control: torch.Tensor, x_true: None, y: torch.Tensor, y_target: torch.Tensor,
+               initial_state: torch.Tensor) -> Figure:
         """Per example: the positions and velocities over time (dots: the target x0 at the end), and the control."""
-        x = x.detach().double()
-        states = oscillators.trajectory(x[:, self.steps :], x[:, : self.steps], self.dt).cpu()
+        control = control.detach().double()
+        states = oscillators.trajectory(initial_state.detach().double(), control, self.dt).cpu()
         time = torch.arange(self.steps + 1) * self.dt
-        fig, axes = plt.subplots(len(x), 2, figsize=(9, 2.2 * len(x)), squeeze=False)
+        fig, axes = plt.subplots(len(control), 2, figsize=(9, 2.2 * len(control)), squeeze=False)
         for example, (ax_state, ax_control) in enumerate(axes):
             for component in range(states.shape[-1]):
                 kind, index = ("q", "p")[component // self.oscillators], component % self.oscillators + 1
                 line, = ax_state.plot(time, states[example, :, component], lw=1, label=f"{kind}{index}")
                 ax_state.plot(time[-1], y_target[example, component].item(), "o", color=line.get_color(), ms=4)
-            ax_control.step(time[:-1], x[example, : self.steps].cpu(), where="post", color="k", lw=1)
+            ax_control.step(time[:-1], control[example].cpu(), where="post", color="k", lw=1)
             ax_state.set_ylabel(f"example {example}", fontsize=8)
         axes[0, 0].set_title("state (dots: target x0)", fontsize=9)
         axes[0, 1].set_title("control c(t)", fontsize=9)

@@ -6,6 +6,7 @@ from typing import Callable, Iterable, Protocol
 import torch
 from torch import nn
 
+from sip_train import values
 from sip_train.problems.base import InverseProblem
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -37,6 +38,13 @@ class UpdateRule:
     Subclasses implement `objective`; rules that need more than backward + step (line
     searches, curvature products) override `training_step`.
 
+    What a rule needs of the run is declared here, read on the built rule by the start-up checks,
+    compile=true and the execution modes (never by testing for a concrete class):
+    `needs_double_backward` (a backward through a gradient), `differentiates_physics_twice`,
+    `single_process` (refused with several processes), `needs_full_precision` (refused in reduced
+    precision), `updates_by_loss` (an update is `loss`, backward and an optimizer step: compilable
+    whole) and `vectorizable` (can be trained as a vectorised ensemble of networks).
+
     Args:
         optimizer: a torch optimizer class or partial (Hydra `_partial_: true`), given `lr`.
         lr: learning rate of that optimizer (must be positive).
@@ -44,12 +52,29 @@ class UpdateRule:
             products need the graph of the gradient).
     """
 
+    single_process: bool = False
+    needs_full_precision: bool = False
+
     def __init__(self, optimizer: OptimizerFactory, lr: float, create_graph: bool = False) -> None:
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise ValueError(f"optimizer.lr={lr!r} is invalid: must be a positive number")
         self.optimizer_factory = optimizer
-        self.lr = float(lr)
+        self.lr = values.number("optimizer.lr", lr)
         self.create_graph = create_graph
+
+    @property
+    def needs_double_backward(self) -> bool:
+        """Whether an update back-propagates through a gradient (AdaHessian's create_graph, curvature products)."""
+        return self.create_graph
+
+    @property
+    def differentiates_physics_twice(self) -> bool:
+        """Whether an update differentiates the simulator's derivatives (compiled physics cannot)."""
+        return self.needs_double_backward
+
+    @property
+    def vectorizable(self) -> bool:
+        """Whether many networks can be trained with this rule as one vectorised ensemble: an update is
+        `loss`, one backward and one element-wise optimizer step."""
+        return self.updates_by_loss
 
     def check(self, problem: InverseProblem, network: nn.Module) -> None:
         """Fail at start-up, with one line naming what does not fit, if this rule cannot train
@@ -60,26 +85,29 @@ class UpdateRule:
         return self.optimizer_factory(parameters, lr=self.lr)
 
     def objective(
-        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-example network objective (B,) for prediction x, and the simulated y = P(x) (detached)."""
+        """Per-example network objective (B,) for prediction x, and the simulated y = P(x) (detached);
+        `observed`: the problem's observed inputs of the batch, passed to its physics after x."""
         raise NotImplementedError
 
-    def loss(self, step: StepInterface, y_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def loss(self, step: StepInterface, y_target: torch.Tensor, *observed: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The batch objective of the current network, its prediction x and the simulated y (detached): the
         forward half of an update, free of side effects, so that compile=true can compile it whole."""
         x = step.predict(y_target)
-        per_example, y = self.objective(step.problem, x, y_target)
+        per_example, y = self.objective(step.problem, x, y_target, *observed)
         return step.problem.reduce(per_example), x, y
 
     @property
     def updates_by_loss(self) -> bool:
         """Whether an update is exactly `loss`, one backward and one optimizer step (what compile=true compiles
         whole); not for rules with their own `training_step` (line searches, curvature) or a double backward."""
-        return type(self).training_step is UpdateRule.training_step and not self.create_graph
+        return type(self).training_step is UpdateRule.training_step and not self.needs_double_backward
 
-    def training_step(self, step: StepInterface, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One parameter update on a batch.
+    def training_step(self, step: StepInterface, y_target: torch.Tensor, *observed: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
+        """One parameter update on a batch (observations y* and the problem's observed inputs).
 
         Returns the batch objective `loss`, the prediction `x` and simulated `y` (detached), and
         optionally `stats`: a dict of scalar diagnostics of the rule, logged as train/<name>.
@@ -88,7 +116,7 @@ class UpdateRule:
         result: dict[str, torch.Tensor] = {}
 
         def closure() -> torch.Tensor:
-            loss, x, y = self.loss(step, y_target)
+            loss, x, y = self.loss(step, y_target, *observed)
             optimizer.zero_grad()
             step.manual_backward(loss, create_graph=self.create_graph)
             result.update(loss=loss.detach(), x=x.detach(), y=y)

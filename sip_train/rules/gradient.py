@@ -11,7 +11,7 @@ class PhysicsGradient(UpdateRule):
     """Minimise the physics loss end to end with any torch optimizer (SGD, Adam, RMSprop, ...)."""
 
     def objective(
-        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        y = problem.simulate(x)
+        y = problem.simulate(x, *observed)
         return problem.y_loss(y, y_target), y.detach()

@@ -25,9 +25,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from sip_train import values
 from sip_train.rules.base import StepInterface
 from sip_train.rules.gradient import PhysicsGradient
 
+CURVATURES = ("ggn", "hessian")
 Forward = Callable[[], tuple[Tensor, Tensor | None]]
 MatVec = Callable[[Tensor], Tensor]
 
@@ -209,10 +211,11 @@ class HessianFree(torch.optim.Optimizer):
             armijo_shrink: step size factor per rejected line-search trial.
             armijo_max_iter: line-search trials before the step is rejected (step size 0).
         """
-        if curvature not in ("ggn", "hessian"):
-            raise ValueError(f"curvature must be 'ggn' or 'hessian', got {curvature!r}")
-        if lr <= 0 or damping < 0 or cg_max_iter < 1 or not 0 <= cg_decay <= 1:
-            raise ValueError("need lr > 0, damping >= 0, cg_max_iter >= 1, 0 <= cg_decay <= 1")
+        values.choice("optimizer.optimizer.curvature", curvature, CURVATURES)
+        values.number("optimizer.lr", lr)
+        values.number("optimizer.optimizer.damping", damping, "[0, inf)")
+        values.integer("optimizer.optimizer.cg_max_iter", cg_max_iter)
+        values.number("optimizer.optimizer.cg_decay", cg_decay, "[0, 1]")
         defaults = dict(lr=lr, damping=damping, curvature=curvature, cg_max_iter=cg_max_iter,
                         cg_min_iter=cg_min_iter, cg_decay=cg_decay, cg_tol=cg_tol,
                         cg_store_ratio=cg_store_ratio, armijo_c=armijo_c,
@@ -347,25 +350,22 @@ class HessianFreeRule(PhysicsGradient):
         lr: first step size of the Armijo line search.
     """
 
+    needs_double_backward = True  # curvature products
+    needs_full_precision = True  # CG on curvature products
+    single_process = True  # nothing averages its gradients, curvature products and line search across processes
+
     def __init__(self, optimizer: Callable[..., HessianFree], lr: float) -> None:
         super().__init__(optimizer, lr)
         self.make_optimizer([torch.zeros(1, requires_grad=True)])  # bad settings fail at start-up, not in fit
 
-    def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> HessianFree:
-        """The `HessianFree` optimizer; refuses several processes, whose steps nothing would keep in sync."""
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if distributed and torch.distributed.get_world_size() > 1:
-            raise RuntimeError("optimizer=hessian_free trains on one device only: its gradients, curvature "
-                               "products and line search are not averaged across processes")
-        return super().make_optimizer(parameters)
-
-    def training_step(self, step: StepInterface, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def training_step(self, step: StepInterface, y_target: torch.Tensor, *observed: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
         optimizer = step.optimizer()
         result: dict[str, torch.Tensor] = {}
 
         def closure() -> tuple[Tensor, Tensor]:
             x = step.predict(y_target)
-            per_example, y = self.objective(step.problem, x, y_target)
+            per_example, y = self.objective(step.problem, x, y_target, *observed)
             loss = step.problem.reduce(per_example)
             if not result:  # the first call, with a graph, at the parameters before the step
                 result.update(loss=loss.detach(), x=x.detach(), y=y)

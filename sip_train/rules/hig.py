@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Iterable
 
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
-from sip_train.problems.base import InverseProblem
+from sip_train import values
+from sip_train.problems.base import InverseProblem, Observed
 from sip_train.rules.base import OptimizerFactory, StepInterface, UpdateRule
 
 
 def stacked_jacobian(
-    problem: InverseProblem, network: nn.Module, y_target: torch.Tensor, chunk_size: int | None = None
+    problem: InverseProblem, network: nn.Module, y_target: torch.Tensor, chunk_size: int | None = None,
+    observed: Observed = (),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """J = d y_i / d theta for every example i, stacked to (B * dim_y, n_params), with y = P(x) (B, *y_shape)
     and the prediction x (B, ...), all detached.
@@ -39,15 +40,16 @@ def stacked_jacobian(
     frozen = {**{name: p.detach() for name, p in network.named_parameters() if not p.requires_grad},
               **dict(network.named_buffers())}
 
-    def simulate_one(weights: dict[str, torch.Tensor], target: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    def simulate_one(weights: dict[str, torch.Tensor], target: torch.Tensor, known: Observed
+                     ) -> tuple[torch.Tensor, tuple]:
         batch = target.unsqueeze(0)
         raw = functional_call(network, (weights, frozen), (problem.network_input(batch),))
         x = problem.prepare_prediction(raw, batch)
-        y = problem.simulate(x)[0]
+        y = problem.simulate(x, *(k.unsqueeze(0) for k in known))[0]
         return y.flatten(), (y, x[0])
 
-    jacobians, (y, x) = vmap(jacrev(simulate_one, has_aux=True), in_dims=(None, 0), chunk_size=chunk_size)(
-        params, y_target)
+    jacobians, (y, x) = vmap(jacrev(simulate_one, has_aux=True), in_dims=(None, 0, 0), chunk_size=chunk_size)(
+        params, y_target, tuple(observed))
     rows = y[0].numel() * len(y_target)
     return torch.cat([j.reshape(rows, -1) for j in jacobians.values()], dim=1), y, x
 
@@ -67,6 +69,36 @@ def inverse_direction(
     return vh.mT @ (scale * (u.mT @ gradient)), s, kept
 
 
+class ElapsedMs:
+    """Milliseconds a piece of work took, measured without making the host wait: between two CUDA events
+    on a GPU, read (`float()`) only when the value is logged; by the host clock on the CPU, where the work
+    runs on the host anyway."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) \
+            if device.type == "cuda" else None
+        self._host = [0.0, 0.0]
+
+    def __enter__(self) -> "ElapsedMs":
+        if self._events is not None:
+            self._events[0].record()
+        else:
+            self._host[0] = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._events is not None:
+            self._events[1].record()
+        else:
+            self._host[1] = time.perf_counter()
+
+    def __float__(self) -> float:
+        if self._events is None:
+            return 1e3 * (self._host[1] - self._host[0])
+        self._events[1].synchronize()
+        return self._events[0].elapsed_time(self._events[1])
+
+
 def memory_estimate_bytes(rows: int, params: int, itemsize: int) -> int:
     """Bytes of J (rows x params), the copy LAPACK decomposes and the thin factors U, V of its SVD."""
     rank = min(rows, params)
@@ -79,9 +111,10 @@ class HalfInverseGradient(UpdateRule):
     The direction is written into the parameters' .grad and stepped by the rule's optimizer (plain
     SGD: lr is the paper's eta), so the trainer's step counter advances and checkpoints hold its state.
     Logged per step: sv_max, sv_min_kept (the largest and smallest singular values kept), sv_kept
-    (how many) and svd_ms (wall-clock of the SVD). Meant for small networks: `check` refuses, before
-    training, networks whose Jacobian and SVD exceed `memory_budget_gb`, and networks with batch
-    normalisation (which couples the examples, so per-example Jacobians do not exist). One device only.
+    (how many) and svd_ms (time of the SVD, read only on log steps). Meant for small networks: `check`
+    refuses, before training, networks whose Jacobian and SVD exceed `memory_budget_gb`, and networks with
+    batch normalisation (which couples the examples, so per-example Jacobians do not exist). One device
+    only (`single_process`): nothing averages its directions across processes.
 
     Args:
         optimizer: torch optimizer class or partial stepping the direction (SGD).
@@ -93,24 +126,20 @@ class HalfInverseGradient(UpdateRule):
         jacobian_chunk: examples per vmap chunk of the Jacobian (None: the whole batch at once).
     """
 
+    single_process = True
+
     def __init__(self, optimizer: OptimizerFactory, lr: float, kappa: float = 0.5, truncation: float = 1e-6,
                  batch_size: int = 128, memory_budget_gb: float = 2.0, jacobian_chunk: int | None = None,
                  create_graph: bool = False) -> None:
         super().__init__(optimizer, lr, create_graph)
-        if not -1 <= kappa <= 1:
-            raise ValueError(f"optimizer.kappa={kappa!r} is invalid: must be in [-1, 1] (0.5 HIG, 1 Gauss-Newton)")
-        if not 0 <= truncation < 1:
-            raise ValueError(f"optimizer.truncation={truncation!r} is invalid: must be in [0, 1)")
-        if not memory_budget_gb > 0:
-            raise ValueError(f"optimizer.memory_budget_gb={memory_budget_gb!r} is invalid: must be a positive number")
-        if jacobian_chunk is not None and (not isinstance(jacobian_chunk, int) or jacobian_chunk < 1):
-            raise ValueError(
-                f"optimizer.jacobian_chunk={jacobian_chunk!r} is invalid: must be a positive integer or null")
-        self.kappa, self.truncation = float(kappa), float(truncation)
-        self.batch_size, self.memory_budget_gb, self.jacobian_chunk = batch_size, memory_budget_gb, jacobian_chunk
+        self.kappa = values.number("optimizer.kappa", kappa, "[-1, 1]")
+        self.truncation = values.number("optimizer.truncation", truncation, "[0, 1)")
+        self.batch_size = batch_size
+        self.memory_budget_gb = values.number("optimizer.memory_budget_gb", memory_budget_gb)
+        self.jacobian_chunk = values.integer("optimizer.jacobian_chunk", jacobian_chunk, optional=True)
 
     def check(self, problem: InverseProblem, network: nn.Module) -> None:
-        _, y_target = problem.sample(1, torch.Generator().manual_seed(0))
+        _, y_target, *observed = problem.sample(1, torch.Generator().manual_seed(0))
         dim_y = math.prod(problem.y_shape)
         params = sum(p.numel() for p in network.parameters() if p.requires_grad)
         itemsize = torch.promote_types(y_target.dtype, next(network.parameters()).dtype).itemsize
@@ -126,36 +155,25 @@ class HalfInverseGradient(UpdateRule):
                              "couples the examples of a batch, so per-example Jacobians do not exist; use a network "
                              "without batch normalisation (e.g. network=mlp)")
         try:
-            stacked_jacobian(problem, network, y_target)
+            stacked_jacobian(problem, network, y_target, observed=tuple(observed))
         except RuntimeError as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ValueError(f"optimizer=hig cannot differentiate problem {type(problem).__name__} per example "
                              f"with torch.func (vmap + jacrev): {first_line}") from error
 
-    def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        """The optimizer stepping the direction; refuses several processes, whose directions nothing averages."""
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if distributed and torch.distributed.get_world_size() > 1:
-            raise RuntimeError(
-                "optimizer=hig trains on one device only: its directions are not averaged across processes")
-        return super().make_optimizer(parameters)
-
-    def training_step(self, step: StepInterface, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def training_step(self, step: StepInterface, y_target: torch.Tensor, *observed: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
         problem, network = step.problem, step.network
-        jacobian, y, x = stacked_jacobian(problem, network, y_target, self.jacobian_chunk)
+        jacobian, y, x = stacked_jacobian(problem, network, y_target, self.jacobian_chunk, observed)
         y_leaf = y.requires_grad_()
         loss = problem.reduce(problem.y_loss(y_leaf, y_target))
         gradient = torch.autograd.grad(loss, y_leaf)[0].flatten().to(jacobian.dtype)
-        synchronize = torch.cuda.synchronize if jacobian.is_cuda else (lambda: None)
-        synchronize()
-        start = time.perf_counter()
-        try:
-            direction, singular_values, kept = inverse_direction(jacobian, gradient, self.kappa, self.truncation)
-        except torch.linalg.LinAlgError:  # a non-finite J (diverged): NaN weights, which the divergence check reports
-            direction = singular_values = torch.full_like(jacobian[0], math.nan)
-            kept = torch.zeros_like(direction, dtype=torch.bool)
-        synchronize()
-        svd_ms = 1e3 * (time.perf_counter() - start)
+        with ElapsedMs(jacobian.device) as svd_ms:
+            try:
+                direction, singular_values, kept = inverse_direction(jacobian, gradient, self.kappa, self.truncation)
+            except torch.linalg.LinAlgError:  # a non-finite J (diverged): NaN weights, which the divergence check reports
+                direction = singular_values = torch.full_like(jacobian[0], math.nan)
+                kept = torch.zeros_like(direction, dtype=torch.bool)
 
         optimizer = step.optimizer()
         optimizer.zero_grad()
@@ -164,6 +182,5 @@ class HalfInverseGradient(UpdateRule):
             p.grad = chunk.view_as(p).to(p.dtype).clone()
         optimizer.step()
         stats = {"sv_max": singular_values.max(), "sv_min_kept": singular_values.masked_fill(~kept, math.inf).min(),
-                 "sv_kept": kept.sum().to(singular_values.dtype),
-                 "svd_ms": torch.tensor(svd_ms, device=y_target.device)}
+                 "sv_kept": kept.sum().to(singular_values.dtype), "svd_ms": svd_ms}
         return {"loss": loss.detach(), "x": x, "y": y.detach(), "stats": stats}

@@ -12,15 +12,14 @@ class NormalizedGradient(ProxyRule):
 
     Trained like SIP on the proxy objective 1/2 ||NN(y*) - stop_grad(x + eta dx)||^2, so the
     network receives the normalised adjoint eta * sign(dL/dx) in place of dL/dx. Needs only
-    the gradient of the physics, so it trains every problem. Components the network does not
-    predict (fluid's observed m0) do not move (ProxyRule zeroes dx there).
+    the gradient of the physics, so it trains every problem.
     """
 
     def simulate_and_update(
-        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor
+        self, problem: InverseProblem, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():  # the proxy objective computes x~ under no_grad
             x = x.detach().requires_grad_(True)
-            y = problem.simulate(x)
+            y = problem.simulate(x, *observed)
             (gradient,) = torch.autograd.grad(problem.y_loss(y, y_target).sum(), x)
         return y.detach(), -gradient.sign()
