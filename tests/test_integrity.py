@@ -109,6 +109,8 @@ def test_rerunning_a_completed_run_changes_nothing_on_disk(completed, caplog):
     assert again == read_summary(run_dir) == summary
     assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == files
     assert "nothing to do" in caplog.text
+    record("the same command again", "after the run completed (its default run directory is named after its "
+           "identity, so the command finds it)", "nothing to do; no file changed", "nothing")
 
 
 def test_raising_max_steps_continues_a_completed_run_and_accumulates_its_statistics(completed, tmp_path):
