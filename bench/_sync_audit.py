@@ -32,8 +32,8 @@ TORCH_DIR = Path(torch.__file__).resolve().parent
 HOST_STATE = (TORCH_DIR / "optim", TORCH_DIR / "utils" / "data")
 SITE_PACKAGES = TORCH_DIR.parent
 OURS = REPO / "sip_train"
-#: functions of ours that read host tensors on a GPU too (the CG's convergence flags, copied to pinned memory).
-HOST_STATE_FUNCTIONS = {(OURS / "physics" / "poisson.py", "seen")}
+#: functions of ours that read host tensors on a GPU too (convergence flags, copied to pinned memory).
+HOST_STATE_FUNCTIONS = {(OURS / "convergence.py", "_seen")}
 
 
 class SyncRecorder:
