@@ -103,7 +103,7 @@ def main() -> None:
                 results[problem, rule]["summary"]["batch_size"])
             print(table({(problem, rule): results[problem, rule]}), flush=True)
     text = section(args, results, missing)
-    publish(text, args.write, "small_problems")
+    publish(text, args.write, "minimal_loop")
 
 
 if __name__ == "__main__":
