@@ -31,6 +31,13 @@ def test_steps_of_many_updates_are_checked_update_by_update(tmp_path):
     assert _sync_free(tmp_path, "problem=exp", "optimizer=adam") == 38
 
 
+@pytest.mark.parametrize("rule", ["adahessian", "normalized"])
+def test_these_rules_train_without_synchronising(tmp_path, rule):
+    """More rules that do not wait for the device in a training step (a double backward, a proxy rule); the
+    audit of every rule and problem is bench/sync_audit.py."""
+    assert _sync_free(tmp_path, "problem=exp", f"optimizer={rule}", "updates_per_step=1", steps=12) == 10
+
+
 def test_a_synchronising_call_in_the_physics_fails_the_check(tmp_path, monkeypatch):
     from sip_train.problems.exp import Exp
 
