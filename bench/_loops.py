@@ -1,17 +1,15 @@
-"""Training loops without Lightning, for timing the framework against: sip-train's bare loop (its data
-stream and objective by hand) and a minimal PyTorch loop (one generator, `rule.training_step`), plus the
-timer that interleaves them block by block with a real `train(cfg)` run."""
+"""What the benchmarks time a `train(cfg)` run against: sip-train's components driven without Lightning
+(`PackageLoop`), and the timer that interleaves any such loops block by block with the real run."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import statistics
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Protocol
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -23,6 +21,7 @@ from sip_train.callbacks import StepTimer
 from sip_train.config import compose_config
 from sip_train.compiled import compile_components
 from sip_train.module import build_components
+from sip_train.sync_audit import as_step_timer
 from sip_train.rules.base import PlainStep
 
 
@@ -76,64 +75,23 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
-class BareLoop:
-    """The training step of `InverseProblemModule` with `UpdateRule.training_step`, as a plain PyTorch loop
-    on sip-train's own data stream (`SyntheticData.train_batch`, a generator per step)."""
-
-    def __init__(self, cfg: DictConfig, device: torch.device) -> None:
-        self.problem, self.network, self.rule = build_components(cfg.problem, cfg.optimizer, cfg.network, cfg.seed)
-        if cfg.get("compile", False):
-            compile_components(self.problem, self.network)
-        self.problem.to(device)
-        self.network.to(device).train()
-        self.optimizer = self.rule.make_optimizer(self.network.parameters())
-        self.data = instantiate(cfg.data, problem=self.problem, seed=cfg.seed)
-        self.device = device
-        self.step_index = 0
-
-    def predict(self, y_target: torch.Tensor) -> torch.Tensor:
-        return self.problem.prepare_prediction(self.network(self.problem.network_input(y_target)), y_target)
-
-    def step(self) -> torch.Tensor:
-        """One update on the next training batch; returns the detached batch objective."""
-        _, y_target = self.data.train_batch(self.step_index, self.device)
-        self.step_index += 1
-        per_example, _ = self.rule.objective(self.problem, self.predict(y_target), y_target)
-        loss = self.problem.reduce(per_example)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
-
-    def network_pass(self, y_target: torch.Tensor) -> None:
-        """The network's own forward and backward pass (loss 1/2 |NN(y*)|^2), no physics, no update."""
-        self.optimizer.zero_grad()
-        (0.5 * self.network(self.problem.network_input(y_target)).pow(2).sum()).backward()
-
-    def sip_physics(self, x: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
-        """What SIP adds to a step: y = P(x) and the inverse update, without gradients."""
-        with torch.no_grad():
-            return self.problem.inverse_update(x, self.problem.simulate(x), y_target)
-
-    def adam_physics(self, x: torch.Tensor, y_target: torch.Tensor) -> None:
-        """What a gradient rule adds to a step: L(P(x)) and its gradient with respect to x."""
-        x = x.detach().requires_grad_()
-        self.problem.reduce(self.problem.physics_loss(x, y_target)).backward()
-
-
-class MinimalLoop(PlainStep):
-    """The least a PyTorch user would write for the same math: one generator seeded once, the problem's
-    `sample`, and the rule's own `training_step` driven through the `StepInterface` (plain backward, the
-    bare optimizer). The yardstick of issue 15."""
+class PackageLoop(PlainStep):
+    """sip-train's components and data stream without Lightning: `rule.training_step` driven through `PlainStep`
+    (plain backward, the rule's bare optimizer) on `SyntheticData.train_batch(step)`."""
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
         problem, network, self.rule = build_components(cfg.problem, cfg.optimizer, cfg.network, cfg.seed)
+        if cfg.get("compile", False):
+            compile_components(problem, network)
         super().__init__(problem.to(device), network.to(device).train(), self.rule)
-        self.batch_size = cfg.data.batch_size
-        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.data = instantiate(cfg.data, problem=problem, seed=cfg.seed)
+        self.device = device
+        self.step_index = 0
 
     def step(self) -> dict[str, torch.Tensor]:
-        _, y_target = self.problem.sample(self.batch_size, self.generator)
+        """One update on the next training batch of the run's data stream."""
+        _, y_target = self.data.train_batch(self.step_index, self.device)
+        self.step_index += 1
         return self.rule.training_step(self, y_target)
 
 
@@ -200,17 +158,6 @@ class InterleavedTimer(StepTimer):
         super().on_validation_start(trainer, pl_module)
 
 
-@contextlib.contextmanager
-def replaced_step_timer(timer: StepTimer) -> Iterator[None]:
-    """Make `train(cfg)` use `timer` as its StepTimer (the one callback it builds that we may replace)."""
-    original = sip_train.run.StepTimer
-    sip_train.run.StepTimer = lambda: timer
-    try:
-        yield
-    finally:
-        sip_train.run.StepTimer = original
-
-
 def lightning_vs_loops(problem: str, rule: str, resolution: int | None, batch: int | None, args: argparse.Namespace,
                        loops: dict[str, type], *extra: str) -> dict:
     """Interleaved step times (ms) of `train(cfg)` and of each of `loops` (name -> class built from the run's
@@ -221,7 +168,7 @@ def lightning_vs_loops(problem: str, rule: str, resolution: int | None, batch: i
                          f"trainer.val_check_interval={steps}", *extra)
         timer = InterleavedTimer(lambda device: {name: make(cfg, device) for name, make in loops.items()},
                                  args.warmup, args.block, args.blocks)
-        with replaced_step_timer(timer):
+        with as_step_timer(timer):
             summary = sip_train.run.train(cfg)
     if summary["status"] != "completed":
         raise RuntimeError(f"{problem}/{rule}: the Lightning run ended with status {summary['status']}")

@@ -5,7 +5,7 @@ the optimizer step under one torch.compile) for rules that update by `loss`, bac
 ...); the network and the physics alone (`compile_components`) are what it compiled before, and what rules
 with their own training step still get; with SIP's Gauss-Newton inverse (which differentiates the physics
 twice, unsupported compiled) only the network. For each (problem, rule) bare loops (bench/_loops.py's
-`BareLoop`, the training step of the module without Lightning) start from the same weights and see the same
+`PackageLoop`, the rule's training step without Lightning) start from the same weights and see the same
 batches: eager, network + physics compiled (where that runs), and what compile=true compiles for the rule.
 
 1. results: loss, prediction and gradients of the first update on the same batch, compile=true against eager
@@ -50,13 +50,13 @@ ROUND_OFF_FACTOR = 2.0  # compiled error vs float64 may be this multiple of the 
 ULPS = 8 * torch.finfo(torch.float32).eps  # ... or of a few float32 ulps, when eager happens to be closer
 
 
-class WholeLoop(_loops.BareLoop):
+class WholeLoop(_loops.PackageLoop):
     """The bare loop with each update made by the module's compiled whole update (`CompiledUpdate`)."""
 
     def __init__(self, cfg, device: torch.device) -> None:
         super().__init__(cfg, device)
         compile_components(self.problem, self.network)
-        self.update = CompiledUpdate(self, self.rule, self.optimizer, update_compile_options({}, device))
+        self.update = CompiledUpdate(self, self.rule, self.optimizer(), update_compile_options({}, device))
 
     def step(self) -> torch.Tensor:
         _, y_target = self.data.train_batch(self.step_index, self.device)
@@ -65,41 +65,33 @@ class WholeLoop(_loops.BareLoop):
 
 
 def compiled_loops(problem: str, rule: str, resolution: int | None, batch: int | None, args: argparse.Namespace,
-                   device: torch.device) -> tuple[dict[str, _loops.BareLoop], str]:
+                   device: torch.device) -> tuple[dict[str, _loops.PackageLoop], str]:
     """The eager loop, the network and physics compiled (unless the rule differentiates the physics twice, which
     fails compiled) and what compile=true compiles for the rule (as `InverseProblemModule` decides); and what
     compile=true compiled."""
     with tempfile.TemporaryDirectory() as scratch:
         cfg = _loops.run_config(problem, rule, resolution, batch, 1, Path(scratch), args)
-    eager = _loops.BareLoop(cfg, device)
+    eager = _loops.PackageLoop(cfg, device)
     if differentiates_physics_twice(eager.rule, eager.problem):
-        network_only = _loops.BareLoop(cfg, device)
+        network_only = _loops.PackageLoop(cfg, device)
         compile_components(network_only.problem, network_only.network, physics=False)
         return {"eager": eager, COMPILED: network_only}, "network only"
-    parts = _loops.BareLoop(cfg, device)
+    parts = _loops.PackageLoop(cfg, device)
     compile_components(parts.problem, parts.network)
     if not eager.rule.updates_by_loss:
         return {"eager": eager, COMPILED: parts}, "network + physics"
     return {"eager": eager, "network + physics": parts, COMPILED: WholeLoop(cfg, device)}, "whole update"
 
 
-def first_step(loop: _loops.BareLoop, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+def first_step(loop: _loops.PackageLoop, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
     """Loss, prediction and parameter gradients of the first update, on y_target."""
-    if isinstance(loop, WholeLoop):
-        result = loop.update(y_target)
-        loss, x = result["loss"], result["x"]
-    else:
-        x = loop.predict(y_target)
-        per_example, _ = loop.rule.objective(loop.problem, x, y_target)
-        loss = loop.problem.reduce(per_example)
-        loop.optimizer.zero_grad()
-        loss.backward()
-        loop.optimizer.step()
+    result = loop.update(y_target) if isinstance(loop, WholeLoop) else loop.rule.training_step(loop, y_target)
+    loss, x = result["loss"], result["x"]
     gradients = torch.cat([p.grad.flatten() for p in loop.network.parameters()])
     return {"loss": loss.detach(), "prediction": x.detach(), "gradients": gradients}
 
 
-def float64_first_step(loop: _loops.BareLoop, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+def float64_first_step(loop: _loops.PackageLoop, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
     """`first_step` with a float64 copy of the (not yet updated) network and float64 physics."""
     network = copy.deepcopy(loop.network).double()
     y_target = y_target.double()

@@ -9,10 +9,10 @@ would overrun --budget-s is skipped and said so:
 
 0. no synchronisation: every problem x rule (poisson also with the paper's CG) trains 30 steps with
    `torch.cuda.set_sync_debug_mode("error")` around each step that neither logs nor checks for divergence;
-   the script exits with an error if one synchronised (bench/_sync_audit.py `assert_sync_free`);
+   a step that synchronised is reported with its call (`sip_train.sync_audit.audit_run`);
 1. synchronisation audit at the paper's sizes, `torch.cuda.set_sync_debug_mode("warn")` around the
    training steps of a Lightning run (26 steps: 2 log steps, 3 divergence checks, 1 validation) and of
-   the bare loop, every warning counted with the line that raised it (bench/overhead.py);
+   every warning counted with the line that raised it (bench/sync_audit.py);
 2. Lightning vs bare loop: `train(cfg)` for `warmup + blocks * block + 1` steps with `block` bare-loop
    steps after every `block` Lightning steps, each block closed by `torch.cuda.synchronize()`; steps per
    second from the median block, peak GPU memory of the run;
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,9 +38,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compile as compile_bench  # noqa: E402
 import _loops  # noqa: E402
-import _sync_audit  # noqa: E402
 import overhead  # noqa: E402
+import sync_audit  # noqa: E402
 from _report import markdown_table, provenance, write_section  # noqa: E402
+from sip_train.sync_audit import TRAINING, audit_run  # noqa: E402
 
 
 class Budget:
@@ -67,15 +69,18 @@ def training_table(results: dict) -> str:
                            "peak GPU memory (MiB)", "Lightning steps", "val x_l1 at the end"], rows)
 
 
-def audit_verdict(audits: dict, device: str) -> str:
-    """One line: synchronisations per training step of each Lightning run and bare loop."""
-    parts = []
-    for (problem, rule), phases in audits.items():
-        step = sum(phases.get("training step", {}).values())
-        bare = sum(phases.get("bare-loop step", {}).values())
-        parts.append(f"{problem}/{rule}: {step:.2f} per Lightning step, {bare:.2f} per bare step")
-    how = "sync debug mode warnings" if device == "cuda" else "CPU stand-in"
-    return f"Synchronisations ({how}): " + "; ".join(parts) + "."
+def sync_free(problem: str, rule: str, resolution: int | None, batch: int | None, args: argparse.Namespace,
+              *extra: str) -> str:
+    """30 steps with synchronisation refused outside log writes, validation and the divergence check: how many
+    updates were checked, or the call that synchronised."""
+    with tempfile.TemporaryDirectory() as scratch:
+        cfg = _loops.run_config(problem, rule, resolution, batch, 30, Path(scratch), args, "trainer.val_check_interval=30",
+                                "trainer.log_every_n_steps=10", "divergence_check_every=10", *extra)
+        try:
+            summary, tracker = audit_run(cfg, forbid=True, warmup=2)
+        except RuntimeError as error:
+            return f"✗ {error}"
+    return f"✓ {tracker.counts[TRAINING]} steps" if summary["status"] == "completed" else f"✗ {summary['status']}"
 
 
 def main() -> None:
@@ -114,17 +119,14 @@ def main() -> None:
         for rule in _loops.trainable_rules(problem, overhead.RULES):
             for extra in solvers:
                 name = " ".join([f"{problem}/{rule}", *extra])
-                try:
-                    checked = _sync_audit.assert_sync_free(problem, rule, resolution, batch, args, 30, *extra)
-                    results["sync_free"][name] = f"✓ {checked} steps"
-                except RuntimeError as error:
-                    results["sync_free"][name] = f"✗ {error}"
+                results["sync_free"][name] = sync_free(problem, rule, resolution, batch, args, *extra)
     report()
 
     for problem in problems:
         resolution, batch = overhead.sizes(problem, args)
         for rule in overhead.RULES:
-            results["audit"][problem, rule] = _sync_audit.audit_configuration(problem, rule, resolution, batch, args)
+            sizes = argparse.Namespace(**{**vars(args), "resolution": resolution, "batch": batch})
+            results["audit"][problem, rule, "off"] = sync_audit.audit(problem, rule, False, sizes)
     report()
 
     for problem in problems:
@@ -203,7 +205,7 @@ def section(args: argparse.Namespace, problems: list[str], results: dict, skippe
                   ""]
     if results["audit"]:
         lines += ["### Host-device synchronisations (sync debug mode)", "",
-                  audit_verdict(results["audit"], args.device), "", _sync_audit.audit_table(results["audit"]), ""]
+                  sync_audit.table(results["audit"]), ""]
     if results["training"]:
         lines += ["### Training steps: Lightning vs bare loop", "", training_table(results["training"]), ""]
     if results["variants"]:

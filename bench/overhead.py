@@ -1,28 +1,24 @@
 """Framework overhead: a Lightning training step against the same computation in a bare PyTorch loop,
-a SIP step against an Adam step and against the network's own forward + backward pass, and an audit
-of the host-device synchronisations in a training step.
+and a SIP step against an Adam step and against the network's own forward + backward pass.
 
 Per problem (poisson, heat, fluid), all in one process, compared variants interleaved so that changes
 of machine load hit all of them alike:
 
 1. Lightning vs bare loop, per rule (adam, sip). The real `train(cfg)` runs (CSV logger, checkpoints,
    divergence guard, per-step logging, as configured) with its StepTimer replaced by a subclass that,
-   every `block` steps, runs `block` steps of a bare loop doing the same computation: the network
-   from `build_components` (same initial weights), the batches of `SyntheticData.train_batch(step)`,
-   `rule.objective` reduced by `problem.reduce`, `rule.make_optimizer`, backward and step. A sample is
+   every `block` steps, runs `block` steps of a bare loop doing the same computation (`PackageLoop`: the
+   network from `build_components`, same initial weights, the batches of `SyntheticData.train_batch(step)`,
+   `rule.training_step` through `PlainStep`: plain backward, the rule's bare optimizer). A sample is
    the start-to-start time of `block` Lightning steps or the time of `block` bare steps, each closed
    by a device synchronisation on a GPU (so a sample counts every queued kernel).
 2. Bare-loop variants, rotated within each round: Adam step, SIP step, the network's forward +
    backward pass alone (on a fixed batch, trivial loss) and the parts of a step (data generation, SIP
    physics, Adam's physics forward + backward).
-3. Synchronisation audit (bench/_sync_audit.py) on a small grid, for every problem and rule: every call
-   that synchronises host and device, with the line that makes it, during training steps, validation and
-   bare-loop steps.
 
+The synchronisation audit is bench/sync_audit.py.
 The loops and the interleaving timer are in bench/_loops.py.
 
     python bench/overhead.py --batch 16 --fluid-batch 8 --blocks 30 --threads 1 --write BENCHMARKS.md
-    python bench/overhead.py --only-audit --threads 1 --write BENCHMARKS.md   # the audit alone
 """
 from __future__ import annotations
 
@@ -37,15 +33,14 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _loops import (BareLoop, all_problems, available_problems, check, device_of, fmt, is_grid_problem,  # noqa: E402
-                    lightning_vs_loops, quiet, run_config, spread, synchronizer, time_block, trainable_rules)
+from _loops import (PackageLoop, available_problems, check, device_of, fmt, is_grid_problem,  # noqa: E402
+                    lightning_vs_loops, quiet, run_config, spread, synchronizer, time_block)
 from _report import markdown_table, provenance, publish  # noqa: E402
-from _sync_audit import audit_configuration, audit_table  # noqa: E402
 
 PROBLEMS = ("poisson", "heat", "fluid")
 RULES = ("adam", "sip")
 PAPER_BATCH = {"poisson": 128, "heat": 128, "fluid": 64}
-#: The issue's targets at the paper's sizes (None: no target for that problem).
+#: Targets at the paper's sizes on a GPU (None: no target for that problem).
 TARGETS = {"lightning / bare": 1.05, "SIP / network": {"poisson": 1.2, "heat": 1.2, "fluid": None},
            "SIP / Adam": {"poisson": 1.0, "heat": 1.1, "fluid": 1.1}}
 
@@ -53,11 +48,29 @@ TARGETS = {"lightning / bare": 1.05, "SIP / network": {"poisson": 1.2, "heat": 1
 def lightning_vs_bare(problem: str, rule: str, resolution: int | None, batch: int | None,
                       args: argparse.Namespace, *extra: str) -> dict:
     """Interleaved Lightning and bare-loop step times (ms) of one (problem, rule), paired ratios and the summary."""
-    result = lightning_vs_loops(problem, rule, resolution, batch, args, {"bare": BareLoop}, *extra)
+    result = lightning_vs_loops(problem, rule, resolution, batch, args, {"bare": PackageLoop}, *extra)
     return {**result, "ratios": result["ratios"]["bare"]}
 
 
 # --- 2. bare-loop variants --------------------------------------------------------------------
+
+
+def network_pass(loop: PackageLoop, y_target: torch.Tensor) -> None:
+    """The network's own forward and backward pass (loss 1/2 |NN(y*)|^2), no physics, no update."""
+    loop.optimizer().zero_grad()
+    (0.5 * loop.network(loop.problem.network_input(y_target)).pow(2).sum()).backward()
+
+
+def sip_physics(loop: PackageLoop, x: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
+    """What SIP adds to a step: y = P(x) and the inverse update, without gradients."""
+    with torch.no_grad():
+        return loop.problem.inverse_update(x, loop.problem.simulate(x), y_target)
+
+
+def adam_physics(loop: PackageLoop, x: torch.Tensor, y_target: torch.Tensor) -> None:
+    """What a gradient rule adds to a step: L(P(x)) and its gradient with respect to x."""
+    x = x.detach().requires_grad_()
+    loop.problem.reduce(loop.problem.physics_loss(x, y_target)).backward()
 
 
 def bare_variants(problem: str, resolution: int | None, batch: int | None,
@@ -67,7 +80,7 @@ def bare_variants(problem: str, resolution: int | None, batch: int | None,
     device = device_of(args.device)
     sync = synchronizer(device)
     with tempfile.TemporaryDirectory() as scratch:
-        loops = {rule: BareLoop(run_config(problem, rule, resolution, batch, 1, Path(scratch), args), device)
+        loops = {rule: PackageLoop(run_config(problem, rule, resolution, batch, 1, Path(scratch), args), device)
                  for rule in RULES}
     parts = loops["sip"]
     _, y_target = parts.data.train_batch(0, device)
@@ -77,10 +90,10 @@ def bare_variants(problem: str, resolution: int | None, batch: int | None,
     variants: dict[str, Callable[[], object]] = {
         "Adam step": loops["adam"].step,
         "SIP step": loops["sip"].step,
-        "network forward+backward": lambda: parts.network_pass(y_target),
+        "network forward+backward": lambda: network_pass(parts, y_target),
         "data generation": lambda: parts.data.train_batch(next(data_steps), device),
-        "SIP physics": lambda: parts.sip_physics(x, y_target),
-        "Adam physics forward+backward": lambda: parts.adam_physics(x, y_target),
+        "SIP physics": lambda: sip_physics(parts, x, y_target),
+        "Adam physics forward+backward": lambda: adam_physics(parts, x, y_target),
     }
     names = list(variants)
     for name in names:
@@ -153,10 +166,6 @@ def add_arguments(parser: argparse.ArgumentParser, blocks: int, block: int, devi
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=device)
     parser.add_argument("--progress-bar", action="store_true", help="keep Lightning's progress bar on")
-    parser.add_argument("--audit-resolution", type=int, default=16, help="grid of the synchronisation audit")
-    parser.add_argument("--audit-batch", type=int, default=4, help="batch of the synchronisation audit")
-    parser.add_argument("--audit-problems", nargs="+", default=all_problems(),
-                        help="problems of the synchronisation audit (default: every conf/problem file)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write", type=Path, help="Markdown file whose section receives the results")
 
@@ -164,20 +173,17 @@ def add_arguments(parser: argparse.ArgumentParser, blocks: int, block: int, devi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser, blocks=20, block=1, device="cpu")
-    parser.add_argument("--no-audit", action="store_true", help="skip the synchronisation audit")
-    parser.add_argument("--only-audit", action="store_true",
-                        help="run only the synchronisation audit, written to its own `sync_audit` section")
     parser.add_argument("--host-blocks", type=int, default=40,
-                        help="samples of the Lightning-vs-bare comparison on the audit grid (0: skip)")
+                        help="samples of the Lightning-vs-bare comparison on a small grid (0: skip)")
+    parser.add_argument("--small-resolution", type=int, default=16, help="the small grid of that comparison")
+    parser.add_argument("--small-batch", type=int, default=4, help="its batch")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")
     torch.set_num_threads(args.threads)
     quiet()
     problems, missing = available_problems(args.problems)
-    if args.only_audit:
-        problems, args.host_blocks = [], 0
 
-    overhead, host, variants, audits = {}, {}, {}, {}
+    overhead, host, variants = {}, {}, {}
     for problem in problems:
         resolution, batch = sizes(problem, args)
         for rule in RULES:
@@ -190,24 +196,16 @@ def main() -> None:
         small = argparse.Namespace(**{**vars(args), "blocks": args.host_blocks})
         for problem in problems:
             for rule in RULES:
-                size = f"{args.audit_resolution}², {args.audit_batch}"
-                host[problem, rule, size] = lightning_vs_bare(problem, rule, args.audit_resolution, args.audit_batch,
+                size = f"{args.small_resolution}², {args.small_batch}"
+                host[problem, rule, size] = lightning_vs_bare(problem, rule, args.small_resolution, args.small_batch,
                                                               small)
         print(overhead_table(host), flush=True)
-    if not args.no_audit:
-        for problem in available_problems(args.audit_problems)[0]:
-            for rule in trainable_rules(problem, RULES):
-                resolution = args.audit_resolution if is_grid_problem(problem) else None
-                audits[problem, rule] = audit_configuration(problem, rule, resolution, args.audit_batch, args)
-        print(audit_table(audits), flush=True)
 
-    text = audit_section(args, audits) if args.only_audit else section(args, problems, missing, overhead, host,
-                                                                          variants, audits)
-    publish(text, args.write, "sync_audit" if args.only_audit else "overhead")
+    publish(section(args, problems, missing, overhead, host, variants), args.write, "overhead")
 
 
 def section(args: argparse.Namespace, problems: list[str], missing: list[str], overhead: dict, host: dict,
-            variants: dict, audits: dict) -> str:
+            variants: dict) -> str:
     """The `overhead` section of BENCHMARKS.md."""
     device = "GPU" if args.device == "cuda" else "CPU"
     bar = "on" if args.progress_bar else "off"
@@ -223,8 +221,8 @@ def section(args: argparse.Namespace, problems: list[str], missing: list[str], o
         "blocks are dropped. The bare loop is the same network, data, objective and optimizer without "
         "Lightning. 'network fwd+bwd' is the network alone on a fixed batch; the SIP and Adam steps include "
         "generating their batch. Ratios are medians of paired samples (each Lightning block over the bare block "
-        "just before it; SIP over Adam within a round). ✓/✗ compare with the issue's targets, which are stated "
-        "for the paper's sizes on a GPU"
+        "just before it; SIP over Adam within a round). ✓/✗ compare with targets stated for the paper's sizes "
+        "on a GPU"
         + ("; on this CPU the network's convolutions dominate every step at the sizes above, so the small-grid "
            "table is the one that exposes the framework's own cost." if args.device == "cpu" else "."),
         "",
@@ -245,41 +243,9 @@ def section(args: argparse.Namespace, problems: list[str], missing: list[str], o
         ]
     lines += ["### SIP step vs Adam step vs the network's own forward + backward", "",
               variants_table(variants) if variants else "not run", ""]
-    if audits:
-        lines += audit_lines(args, audits)
     lines += provenance("bench/overhead.py")
     return "\n".join(lines)
 
-
-
-def audit_lines(args: argparse.Namespace, audits: dict) -> list[str]:
-    """The synchronisation audit as Markdown lines."""
-    return [
-        "### Host-device synchronisations",
-        "",
-        f"Grid {args.audit_resolution}², batch {args.audit_batch}, 25 training steps (2 log steps, 3 "
-        "divergence checks) with each problem's own updates_per_step, one validation with checkpoint and "
-        "figure, 10 bare-loop steps per (problem, rule). "
-        + ("Recorded with `torch.cuda.set_sync_debug_mode(\"warn\")`."
-           if args.device == "cuda" else
-           "CPU stand-in for `torch.cuda.set_sync_debug_mode`: a TorchFunctionMode records host reads "
-           "of tensor values, value-dependent shapes and `torch.tensor(<host data>, device=...)` (not "
-           "`.to(device)` of host tensors; reads of torch.optim's step counters and the data loader's "
-           "seeds, host tensors on a GPU too, excluded when they make the read themselves, as are the CG's "
-           "convergence flags, read from pinned host memory on a GPU). 'Calls per step' are per training step "
-           "(one optimizer update with its data and Lightning's hooks, log writes and divergence checks "
-           "excepted), per log write, per divergence check, per validation, or per bare-loop step: the "
-           "issue's 'zero syncs per step outside log steps' is no 'training step' row."),
-        "",
-        audit_table(audits),
-        "",
-    ]
-
-
-def audit_section(args: argparse.Namespace, audits: dict) -> str:
-    """The `sync_audit` section of BENCHMARKS.md (--only-audit)."""
-    return "\n".join(["## Host-device synchronisations per training step, every problem and rule", "",
-                      *audit_lines(args, audits)[2:], *provenance("bench/overhead.py")])
 
 
 if __name__ == "__main__":

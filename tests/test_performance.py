@@ -1,5 +1,5 @@
-"""What the performance work (issue 15) must not change: the CG solve without host reads per iteration,
-and training with several updates per Lightning step."""
+"""What the performance work must not change: the CG solve that checks for its end only every few iterations,
+the cached spectral factors of the kernels, and training with several updates per Lightning step."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,7 @@ import torch
 
 from conftest import TINY
 from sip_train.config import compose_config
-from sip_train.physics import poisson
+from sip_train.physics import diffuse, poisson
 from sip_train.physics.noise import smooth_noise
 from sip_train.run import ConfigError, train
 
@@ -43,6 +43,19 @@ def test_cg_stops_once_all_examples_have_converged():
     b = -x
     alpha = (b * b).sum((1, 2), keepdim=True) / (b * -poisson.laplace(b)).sum((1, 2), keepdim=True)
     torch.testing.assert_close(one_step, alpha * b, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("kernel", [lambda x: diffuse.fourier(x, 8.0), lambda x: diffuse.inverse_fourier_damped(x, 8.0),
+                                    poisson.solve_spectral])
+def test_kernel_constants_first_built_in_a_validation_pass_serve_training(kernel):
+    """Factors cached while inference mode is on (a validation before the first training step) are ordinary
+    tensors: the same kernel is then differentiated in training, with the same values as a fresh build."""
+    x = _fields(2, seed=7)[:, :15]  # a grid no other test uses: the cache is built here
+    with torch.inference_mode():
+        validated = kernel(x)
+    trained = kernel(x.clone().requires_grad_())
+    trained.square().sum().backward()
+    torch.testing.assert_close(trained.detach(), validated, rtol=0, atol=0)
 
 
 # --- several updates per Lightning step -----------------------------------------------------------

@@ -125,9 +125,11 @@ def test_solve_cg_gradient_matches_phiflow_implicit_gradient():
 # --- heat ---------------------------------------------------------------------------------
 
 
-def test_fourier_matches_phiflow_periodic_diffusion():
-    """`diffuse.fourier(grid, 8., 1)` on a PERIODIC grid (train_heat.py); frequencies per axis."""
-    x = _random(3)
+@pytest.mark.parametrize("resolution", [(H, W), (11, 15)])
+def test_fourier_matches_phiflow_periodic_diffusion(resolution):
+    """`diffuse.fourier(grid, 8., 1)` on a PERIODIC grid (train_heat.py); frequencies per axis (odd sizes too:
+    the half spectrum of the last axis must be transformed back to the right width)."""
+    x = _random(3, resolution)
     reference = _native(diffuse.fourier(_grid(x, extrapolation.PERIODIC), 8.0, 1))
     torch.testing.assert_close(heat.fourier(x, 8.0), reference, rtol=0, atol=1e-12)
 
@@ -166,6 +168,7 @@ def _heat_residual(resolution: tuple[int, int]) -> torch.Tensor:
     [
         (16, 16),
         (H, W),
+        (13, 15),
     ],
 )
 def test_inverse_fourier_damped_matches_authors_inv_diffuse(resolution):

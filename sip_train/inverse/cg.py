@@ -5,6 +5,8 @@ from typing import Callable
 
 import torch
 
+from sip_train.convergence import StopFlag
+
 
 def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-example inner product, (B, ...) x2 -> (B,)."""
@@ -23,15 +25,16 @@ def conjugate_gradient(
     """Solve A_i x_i = b_i for every example i of a batch from x = 0, A symmetric positive definite.
 
     Each example has its own step sizes and stops at ||r_i|| <= rel_tol ||b_i|| (or at a direction of
-    non-positive curvature): from then on its iterate is frozen by masks. The host reads the active
-    flags only every `check_every` iterations, to stop early once all examples have converged.
+    non-positive curvature): from then on its iterate is frozen by masks. The loop ends early once the host
+    learns that all examples have stopped (`StopFlag`: checked every `check_every` iterations, never waiting
+    for a GPU).
 
     Args:
         matvec: v (B, ...) -> A v, example-wise (block-diagonal A).
         b: right-hand sides (B, ...).
         iterations: the budget of matrix-vector products.
         rel_tol: relative residual at which an example stops.
-        check_every: iterations between host reads of the convergence flags.
+        check_every: iterations between checks of the convergence flags.
 
     Returns:
         The solutions (B, ...) and the iterations each example used (B,) int64.
@@ -44,8 +47,9 @@ def conjugate_gradient(
     active = rr > threshold
     used = torch.zeros(len(b), dtype=torch.int64, device=b.device)
     tiny = torch.finfo(b.dtype).tiny
+    stop = StopFlag(b.device, check_every)
     for iteration in range(iterations):
-        if iteration % check_every == 0 and not bool(active.any()):
+        if stop.should_stop(iteration, lambda: ~active.any()):
             break
         product = matvec(direction)
         curvature = batch_dot(direction, product)

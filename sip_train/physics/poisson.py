@@ -7,10 +7,11 @@ solver of the paper (PhiFlow's `solve_linear(laplace, ..., Solve('CG', 1e-5, 0))
 from __future__ import annotations
 
 import math
-from collections import deque
-from functools import lru_cache
 
 import torch
+
+from sip_train.convergence import StopFlag
+from sip_train.physics.cache import device_constants
 
 
 def laplace(y: torch.Tensor) -> torch.Tensor:
@@ -21,17 +22,9 @@ def laplace(y: torch.Tensor) -> torch.Tensor:
     )
 
 
-@lru_cache(maxsize=16)
+@device_constants
 def _sine_basis(cells: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Orthonormal DST-I matrix (symmetric, its own inverse) and the 1D Laplacian's eigenvalues.
-
-    Built outside inference mode: the cache outlives the validation pass that may create it.
-    """
-    with torch.inference_mode(False):
-        return _sine_basis_uncached(cells, dtype, device)
-
-
-def _sine_basis_uncached(cells: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthonormal DST-I matrix (symmetric, its own inverse) and the 1D Laplacian's eigenvalues."""
     index = torch.arange(1, cells + 1, dtype=torch.float64)
     basis = math.sqrt(2 / (cells + 1)) * torch.sin(math.pi * index[:, None] * index[None, :] / (cells + 1))
     eigenvalues = -4 * torch.sin(math.pi * index / (2 * (cells + 1))) ** 2
@@ -50,45 +43,12 @@ def solve_spectral(x: torch.Tensor) -> torch.Tensor:
     return basis_h @ (coefficients / (eig_h[:, None] + eig_w[None, :])) @ basis_w
 
 
-class _AllConverged:
-    """Tells the host whether every example has converged without making it wait for the device.
-
-    Each posted flag is copied to pinned host memory without blocking and read only once its copy
-    has landed (a CUDA event that has completed), so a GPU solve never synchronises; on the CPU a
-    flag is read at once.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.on_gpu = device.type == "cuda"
-        self.pending: deque[tuple[torch.cuda.Event | None, torch.Tensor]] = deque()
-
-    def post(self, converged: torch.Tensor) -> None:
-        if not self.on_gpu:
-            self.pending.append((None, converged))
-            return
-        host = torch.empty((), dtype=torch.bool, pin_memory=True)
-        host.copy_(converged, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        self.pending.append((event, host))
-
-    def seen(self) -> bool:
-        """Whether a flag that has reached the host says that all examples have converged."""
-        while self.pending and (self.pending[0][0] is None or self.pending[0][0].query()):
-            if bool(self.pending.popleft()[1]):
-                return True
-        return False
-
-
 def _conjugate_gradient(x: torch.Tensor, rel_tol: float, max_iter: int, check_every: int | None = None) -> torch.Tensor:
     """Batched CG on -lap(y) = -x (symmetric positive definite), stopping per example at rel_tol.
 
     Converged examples are masked on the device (their iterates stay fixed); the loop ends once the host
-    learns that all have converged, from a flag posted every `check_every` iterations (default: 10 on a
-    GPU, every iteration on the CPU, where reading it costs nothing) and read without waiting (on a GPU
-    a few masked iterations late), so no iteration synchronises with a GPU.
+    learns that all have converged (`StopFlag`: checked every `check_every` iterations, never waiting for a GPU).
     """
-    check_every = check_every or (10 if x.device.type == "cuda" else 1)
     dims = tuple(range(1, x.dim()))
     b = -x
     y = torch.zeros_like(b)
@@ -97,12 +57,10 @@ def _conjugate_gradient(x: torch.Tensor, rel_tol: float, max_iter: int, check_ev
     rr = (residual * residual).sum(dims, keepdim=True)
     threshold = rel_tol**2 * (b * b).sum(dims, keepdim=True)
     tiny = torch.finfo(x.dtype).tiny
-    all_converged = _AllConverged(x.device)
+    stop = StopFlag(x.device, check_every)
     for iteration in range(max_iter):
-        if iteration % check_every == 0:
-            all_converged.post((rr <= threshold).all())
-            if all_converged.seen():
-                break
+        if stop.should_stop(iteration, lambda: (rr <= threshold).all()):
+            break
         a_direction = -laplace(direction)
         alpha = rr / (direction * a_direction).sum(dims, keepdim=True).clamp_min(tiny)
         active = (rr > threshold).to(x.dtype)
