@@ -269,7 +269,7 @@ def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]]) -> list[dic
                        **extra)
         if status == "diverged":
             log.error("training diverged at step %d: non-finite loss or prediction (lr=%s); the last finite checkpoint "
-                      "is %s", extra["diverged_step"], member.cfg.optimizer.get("lr"), member.run_dir / "checkpoints")
+                      "is %s", extra["diverged_step"], member.cfg.optimizer.get("lr"), record.last)
         summary.update(steps=run.step, primary_metric=primary, **{primary: None, "y_l2": None, **validated},
                        metrics_step=run.last_validated if validated else None, accelerator=device.type,
                        device_name=_device_name(device), device_count=1, precision=PRECISION,
