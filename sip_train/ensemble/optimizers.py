@@ -57,17 +57,10 @@ class StackedOptimizer:
         return self._columns[cache_key]
 
     def add_scaled_(self, target: torch.Tensor, source: torch.Tensor, key: str, sign: float = 1.0) -> None:
-        """target += sign * hyper[key] * source, member by member, as torch's `add_(source, alpha=...)`
-        (a fused multiply-add): one call per run of members with equal values."""
-        values = [sign * float(group[key]) for group in self.groups]
-        start = 0
-        for end in range(1, len(values) + 1):
-            if end == len(values) or values[end] != values[start]:
-                if start == 0 and end == len(values):
-                    target.add_(source, alpha=values[0])
-                else:
-                    target[start:end].add_(source[start:end], alpha=values[start])
-                start = end
+        """target += sign * hyper[key] * source per member: torch's `add_(source, alpha=...)` (one fused
+        multiply-add, which `addcmul_` with a column computes alike)."""
+        target.addcmul_(source, self.hyper_column(key, target) if sign == 1.0 else self.column(sign * self.hyper[key],
+                                                                                                target))
 
     def zero_grad(self) -> None:
         for param in self.params.values():
@@ -163,9 +156,10 @@ class StackedAdam(StackedOptimizer):
             grad = grad.addcmul(param, self.hyper_column("weight_decay", param))
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(grad, self.column(1 - self.beta1, param))
-        exp_avg_sq.mul_(self.column(self.beta2, param)).add_(self.column(1 - self.beta2, param) * grad * grad)
+        # torch's addcmul_(t1, t2, value=v) and addcdiv_(t1, t2, value=v) are addcmul_(v * t1, t2), addcdiv_(v * t1, t2)
+        exp_avg_sq.mul_(self.column(self.beta2, param)).addcmul_(self.column(1 - self.beta2, param) * grad, grad)
         denom = (exp_avg_sq.sqrt() / self.column(self._correction2_sqrt, param)).add_(self.hyper_column("eps", param))
-        param.add_(self.column(-self._step_size, param) * exp_avg / denom)  # addcdiv's (value * t1) / t2
+        param.addcdiv_(self.column(-self._step_size, param) * exp_avg, denom)
 
 
 class StackedSGD(StackedOptimizer):
@@ -196,25 +190,13 @@ class StackedSGD(StackedOptimizer):
                 state["momentum_buffer"] = grad.detach().clone()
             else:
                 buffer = state["momentum_buffer"].mul_(self.hyper_column("momentum", param))
-                self.add_scaled_(buffer, grad, "one_minus_dampening")
+                buffer.addcmul_(grad, self.column(1 - self.hyper["dampening"], param))
             if group["nesterov"]:
                 grad = grad.clone()
                 self.add_scaled_(grad, state["momentum_buffer"], "momentum")
             else:
                 grad = state["momentum_buffer"]
         self.add_scaled_(param, grad, "lr", -1.0)
-
-    def add_scaled_(self, target: torch.Tensor, source: torch.Tensor, key: str, sign: float = 1.0) -> None:
-        if key == "one_minus_dampening":
-            for group in self.groups:
-                group.setdefault("_one_minus_dampening", 1 - group["dampening"])
-            key = "_one_minus_dampening"
-        super().add_scaled_(target, source, key, sign)
-
-    def member_state_dict(self, k: int) -> dict[str, Any]:
-        result = super().member_state_dict(k)
-        result["param_groups"][0].pop("_one_minus_dampening", None)
-        return result
 
 
 class StackedAdagrad(StackedOptimizer):
@@ -251,9 +233,9 @@ class StackedAdagrad(StackedOptimizer):
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         if self.groups[0]["weight_decay"] != 0:
             grad = grad.addcmul(param, self.hyper_column("weight_decay", param))
-        state["sum"].add_(grad * grad)
+        state["sum"].addcmul_(grad, grad)
         std = state["sum"].sqrt().add_(self.hyper_column("eps", param))
-        param.add_(self.column(-self._clr, param) * grad / std)
+        param.addcdiv_(self.column(-self._clr, param) * grad, std)
 
 
 class StackedAdadelta(StackedOptimizer):
@@ -281,10 +263,10 @@ class StackedAdadelta(StackedOptimizer):
             grad = grad.addcmul(param, self.hyper_column("weight_decay", param))
         rho, eps, one_minus_rho = (self.hyper_column("rho", param), self.hyper_column("eps", param),
                                    self.column(self.one_minus_rho, param))
-        state["square_avg"].mul_(rho).add_(one_minus_rho * grad * grad)
+        state["square_avg"].mul_(rho).addcmul_(one_minus_rho * grad, grad)
         std = state["square_avg"].add(eps).sqrt_()
         delta = state["acc_delta"].add(eps).sqrt_().div_(std).mul_(grad)
-        state["acc_delta"].mul_(rho).add_(one_minus_rho * delta * delta)
+        state["acc_delta"].mul_(rho).addcmul_(one_minus_rho * delta, delta)
         self.add_scaled_(param, delta, "lr", -1.0)
 
 
@@ -315,7 +297,7 @@ class StackedRMSprop(StackedOptimizer):
         if group["weight_decay"] != 0:
             grad = grad.addcmul(param, self.hyper_column("weight_decay", param))
         one_minus_alpha = self.column(self.one_minus_alpha, param)
-        state["square_avg"].mul_(self.hyper_column("alpha", param)).add_(one_minus_alpha * grad * grad)
+        state["square_avg"].mul_(self.hyper_column("alpha", param)).addcmul_(one_minus_alpha * grad, grad)
         if group["centered"]:
             state["grad_avg"].lerp_(grad, one_minus_alpha)
             average = state["square_avg"].addcmul(state["grad_avg"], state["grad_avg"], value=-1).sqrt_()
@@ -326,7 +308,7 @@ class StackedRMSprop(StackedOptimizer):
             state["momentum_buffer"].mul_(self.hyper_column("momentum", param)).addcdiv_(grad, average)
             self.add_scaled_(param, state["momentum_buffer"], "lr", -1.0)
         else:
-            param.add_(self.column(-self.hyper["lr"], param) * grad / average)
+            param.addcdiv_(self.column(-self.hyper["lr"], param) * grad, average)
 
 
 STACKED = {stacked.torch_class: stacked for stacked in (StackedAdam, StackedSGD, StackedAdagrad, StackedAdadelta,
