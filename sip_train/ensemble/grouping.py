@@ -67,10 +67,10 @@ def why_single(cfg: DictConfig) -> str | None:
         return "compile=true (ensembles run eager)"
     rule = instantiate(cfg.optimizer)
     name = type(rule).__name__
-    if not getattr(rule, "vectorizable", rule.updates_by_loss):
-        return f"rule {name} makes its own kind of update"
-    if getattr(rule, "needs_double_backward", rule.create_graph) or getattr(rule, "single_process", False):
-        return f"rule {name} needs a double backward or one process"
+    if getattr(rule, "needs_double_backward", rule.create_graph):
+        return f"rule {name} back-propagates through a gradient (a double backward)"
+    if getattr(rule, "single_process", False) or not getattr(rule, "vectorizable", rule.updates_by_loss):
+        return f"rule {name} makes an update of its own kind (not one backward of a loss per member)"
     inverse = getattr(rule, "inverse", None)
     if inverse is not None and not getattr(inverse, "vectorizable", True):
         return f"inverse solver {getattr(inverse, 'name', type(inverse).__name__)} is not per example"
