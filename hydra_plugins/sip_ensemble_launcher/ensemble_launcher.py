@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sip_train.ensemble.grouping import group_key, why_single
 from sip_train.ensemble.training import train_ensemble
+from sip_train.sweep.spec import quote
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,12 @@ class EnsembleLauncher(Launcher):
         launcher = Plugins.instance().instantiate_launcher(hydra_context=self.hydra_context,
                                                            task_function=self.task_function, config=config)
         pinned = []
-        for i in jobs:  # the inner launcher numbers its jobs from 0: keep each job's directory
-            subdir = OmegaConf.select(self._job_config(job_overrides[i], first + i), "hydra.sweep.subdir")
-            pinned.append([*job_overrides[i], f"hydra.sweep.subdir={subdir}"])
+        for i in jobs:  # the inner launcher numbers its jobs from its own start: keep each job's directory
+            overrides = list(job_overrides[i])
+            if not any(item.startswith("hydra.sweep.subdir=") for item in overrides):
+                subdir = OmegaConf.select(self._job_config(overrides, first + i), "hydra.sweep.subdir")
+                overrides.append(f"hydra.sweep.subdir={quote(str(subdir))}")
+            pinned.append(overrides)
         for i, job_return in zip(jobs, launcher.launch(pinned, initial_job_idx=first + jobs[0])):
             returns[i] = job_return
 
