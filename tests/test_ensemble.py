@@ -2,12 +2,15 @@
 round-off), diverges alone, and continues alone under the normal trainer."""
 from __future__ import annotations
 
+import runpy
+import sys
 
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from sip_train.config import compose_config
+from conftest import REPO, TINY
 from sip_train.ensemble.grouping import group_key, why_single
 from sip_train.ensemble.optimizers import STACKED, member_group
 from sip_train.ensemble.training import train_ensemble
@@ -152,3 +155,20 @@ def test_only_vectorisable_values_share_a_group_and_other_rules_run_alone(tiny_c
     assert "max_time" in why_single(tiny_config(*base, "trainer.max_time=60"))
     assert "buffers" in why_single(tiny_config("problem=heat", "optimizer=adam", "problem.resolution=16"))
     assert "double backward" in why_single(tiny_config("problem=sine", "optimizer=adahessian"))
+
+
+def test_the_ensemble_launcher_groups_what_it_can_and_runs_the_rest_alone(tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr(sys, "argv", [str(REPO / "train.py"), "-m", "problem=sine", "optimizer=adam", "seed=0,1",
+                                      "trainer.max_time=null,60", *TINY, *FAST, "hydra/launcher=ensemble",
+                                      f"hydra.sweep.dir={tmp_path}"])
+    runpy.run_path(str(REPO / "train.py"), run_name="__main__")
+    printed = capfd.readouterr().out
+    assert "ensemble: 2 jobs train together: #0, #2" in printed
+    assert "ensemble: 2 job(s) run one by one: a wall-clock budget" in printed
+    for number, (seed, max_time) in enumerate([(0, None), (0, 60), (1, None), (1, 60)]):
+        overrides = OmegaConf.load(tmp_path / str(number) / ".hydra" / "overrides.yaml")
+        assert f"seed={seed}" in overrides and f"trainer.max_time={max_time or 'null'}" in overrides
+        assert read_summary(tmp_path / str(number))["status"] == "completed"
+    for member, alone in ((0, 1), (2, 3)):  # the same job, with and without a wall-clock budget
+        pd.testing.assert_frame_equal(metrics(tmp_path / str(member)), metrics(tmp_path / str(alone)),
+                                      check_exact=False, rtol=2e-5)
