@@ -81,7 +81,7 @@ CASES = {  # problem, rule, a problem parameter the second member changes
     "sine-adam": ("problem=sine", "optimizer=adam", "problem.xi=100"),
     "sine-sip": ("problem=sine", "optimizer=sip", "problem.xi=30"),
     "exp-sip": ("problem=exp", "optimizer=sip", "problem.x_range=[-6.0,0.0]"),
-    "oscillators-adam": ("problem=oscillators", "optimizer=adam", "data.train_size=16"),
+    "oscillators-adam": ("problem=oscillators", "optimizer=adam", "data.train_size=16 problem.steps=16"),
 }
 
 
@@ -90,7 +90,7 @@ def test_every_member_logs_what_its_single_run_logs(case, tiny_config, tmp_path)
     problem, rule, parameter = CASES[case]
     members = [["seed=0"], ["seed=1", "optimizer.lr=3e-3", parameter]]
     if case == "oscillators-adam":  # a finite training set: each member cycles its own
-        members = [["seed=0", parameter], ["seed=1", "optimizer.lr=3e-3", parameter]]
+        members = [["seed=0", *parameter.split()], ["seed=1", "optimizer.lr=3e-3", *parameter.split()]]
     jobs = []
     for i, extra in enumerate(members):
         overrides = [problem, rule, *FAST, *extra]

@@ -25,6 +25,8 @@ class StackedOptimizer:
 
     def __init__(self, params: dict[str, torch.Tensor], groups: list[Group]) -> None:
         settings = {self.static(group) for group in groups}
+        if groups[0].get("maximize"):
+            raise ValueError(f"ensembles support {self.torch_class.__name__} without maximize")
         if len(settings) > 1:
             raise ValueError(f"ensemble members need the same {self.torch_class.__name__} settings "
                              f"{self.static_keys()}; got {sorted(settings)}")
@@ -39,12 +41,18 @@ class StackedOptimizer:
 
     @classmethod
     def static_keys(cls) -> tuple[str, ...]:
-        return ()
+        return ("maximize", "has_weight_decay")
 
     @classmethod
     def static(cls, group: Group) -> tuple:
         """The settings that must be equal across members (flags, which terms are zero)."""
-        return tuple(group.get(key) for key in cls.static_keys())
+        return group["maximize"], group["weight_decay"] != 0
+
+    def decayed(self, grad: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+        """grad + weight_decay * param where the members decay weights (torch's grad.add(param, alpha=...))."""
+        if self.groups[0]["weight_decay"] == 0:
+            return grad
+        return grad.addcmul(param, self.hyper_column("weight_decay", param))
 
     def column(self, value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Per-member values (K,) as a column broadcasting over `like` (K, ...), in its dtype."""
@@ -66,9 +74,13 @@ class StackedOptimizer:
         for param in self.params.values():
             param.grad = None
 
+    def prepare_step(self) -> None:
+        """Per-step values shared by all parameters (after the step count has advanced)."""
+
     @torch.no_grad()
     def step(self) -> None:
         self.steps += 1
+        self.prepare_step()
         for name, param in self.params.items():
             if param.grad is not None:
                 self.update(param, param.grad, self.state[name])
@@ -125,8 +137,8 @@ class StackedAdam(StackedOptimizer):
 
     def __init__(self, params: dict[str, torch.Tensor], groups: list[Group]) -> None:
         super().__init__(params, groups)
-        if any(group["amsgrad"] or group["maximize"] or group.get("decoupled_weight_decay") for group in groups):
-            raise ValueError("ensembles support Adam without amsgrad, maximize and decoupled weight decay")
+        if groups[0]["amsgrad"] or groups[0].get("decoupled_weight_decay"):
+            raise ValueError("ensembles support Adam without amsgrad and decoupled weight decay")
         device = next(iter(params.values())).device
         self.beta1, self.beta2 = (torch.tensor([float(group["betas"][i]) for group in groups], dtype=torch.float64,
                                                device=device) for i in (0, 1))
@@ -140,20 +152,14 @@ class StackedAdam(StackedOptimizer):
         return (group["amsgrad"], group["maximize"], group.get("decoupled_weight_decay", False),
                 group["weight_decay"] != 0)
 
-    @torch.no_grad()
-    def step(self) -> None:
-        self.steps += 1
+    def prepare_step(self) -> None:
         # torch computes these in Python floats (double) per step, then applies them in the parameter's dtype
         self._step_size = self.hyper["lr"] / (1 - self.beta1 ** self.steps)
         self._correction2_sqrt = (1 - self.beta2 ** self.steps) ** 0.5
-        for name, param in self.params.items():
-            if param.grad is not None:
-                self.update(param, param.grad, self.state[name])
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         self._zeros(state, param, "exp_avg", "exp_avg_sq")
-        if self.groups[0]["weight_decay"] != 0:
-            grad = grad.addcmul(param, self.hyper_column("weight_decay", param))
+        grad = self.decayed(grad, param)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(grad, self.column(1 - self.beta1, param))
         # torch's addcmul_(t1, t2, value=v) and addcdiv_(t1, t2, value=v) are addcmul_(v * t1, t2), addcdiv_(v * t1, t2)
@@ -175,16 +181,9 @@ class StackedSGD(StackedOptimizer):
     def static(cls, group: Group) -> tuple:
         return group["momentum"] != 0, group["nesterov"], group["maximize"], group["weight_decay"] != 0
 
-    def __init__(self, params: dict[str, torch.Tensor], groups: list[Group]) -> None:
-        super().__init__(params, groups)
-        if groups[0]["maximize"]:
-            raise ValueError("ensembles support SGD without maximize")
-
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         group = self.groups[0]
-        if group["weight_decay"] != 0:
-            grad = grad.clone()
-            self.add_scaled_(grad, param, "weight_decay")
+        grad = self.decayed(grad, param)
         if group["momentum"] != 0:
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = grad.detach().clone()
@@ -204,35 +203,19 @@ class StackedAdagrad(StackedOptimizer):
     scalars = ("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value")
     state_keys = ("step", "sum")
 
-    @classmethod
-    def static_keys(cls) -> tuple[str, ...]:
-        return ("maximize", "has_weight_decay")
-
-    @classmethod
-    def static(cls, group: Group) -> tuple:
-        return group["maximize"], group["weight_decay"] != 0
-
     def __init__(self, params: dict[str, torch.Tensor], groups: list[Group]) -> None:
         super().__init__(params, groups)
-        if groups[0]["maximize"]:
-            raise ValueError("ensembles support Adagrad without maximize")
         for name, param in params.items():  # Adagrad creates its state with the optimizer
             self.state[name]["sum"] = torch.ones_like(param) * self.hyper_column("initial_accumulator_value", param)
 
     def has_state(self) -> bool:
         return True
 
-    @torch.no_grad()
-    def step(self) -> None:
-        self.steps += 1
+    def prepare_step(self) -> None:
         self._clr = self.hyper["lr"] / (1 + (self.steps - 1) * self.hyper["lr_decay"])
-        for name, param in self.params.items():
-            if param.grad is not None:
-                self.update(param, param.grad, self.state[name])
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
-        if self.groups[0]["weight_decay"] != 0:
-            grad = grad.addcmul(param, self.hyper_column("weight_decay", param))
+        grad = self.decayed(grad, param)
         state["sum"].addcmul_(grad, grad)
         std = state["sum"].sqrt().add_(self.hyper_column("eps", param))
         param.addcdiv_(self.column(-self._clr, param) * grad, std)
@@ -243,24 +226,13 @@ class StackedAdadelta(StackedOptimizer):
     scalars = ("lr", "rho", "eps", "weight_decay")
     state_keys = ("step", "square_avg", "acc_delta")
 
-    @classmethod
-    def static_keys(cls) -> tuple[str, ...]:
-        return ("maximize", "has_weight_decay")
-
-    @classmethod
-    def static(cls, group: Group) -> tuple:
-        return group["maximize"], group["weight_decay"] != 0
-
     def __init__(self, params: dict[str, torch.Tensor], groups: list[Group]) -> None:
         super().__init__(params, groups)
-        if groups[0]["maximize"]:
-            raise ValueError("ensembles support Adadelta without maximize")
         self.one_minus_rho = 1 - self.hyper["rho"]
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         self._zeros(state, param, "square_avg", "acc_delta")
-        if self.groups[0]["weight_decay"] != 0:
-            grad = grad.addcmul(param, self.hyper_column("weight_decay", param))
+        grad = self.decayed(grad, param)
         rho, eps, one_minus_rho = (self.hyper_column("rho", param), self.hyper_column("eps", param),
                                    self.column(self.one_minus_rho, param))
         state["square_avg"].mul_(rho).addcmul_(one_minus_rho * grad, grad)
@@ -284,8 +256,6 @@ class StackedRMSprop(StackedOptimizer):
 
     def __init__(self, params: dict[str, torch.Tensor], groups: list[Group]) -> None:
         super().__init__(params, groups)
-        if groups[0]["maximize"]:
-            raise ValueError("ensembles support RMSprop without maximize")
         group = groups[0]
         self.state_keys = ("step", "square_avg", *(("momentum_buffer",) if group["momentum"] > 0 else ()),
                            *(("grad_avg",) if group["centered"] else ()))
@@ -294,8 +264,7 @@ class StackedRMSprop(StackedOptimizer):
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         self._zeros(state, param, *self.state_keys[1:])
         group = self.groups[0]
-        if group["weight_decay"] != 0:
-            grad = grad.addcmul(param, self.hyper_column("weight_decay", param))
+        grad = self.decayed(grad, param)
         one_minus_alpha = self.column(self.one_minus_alpha, param)
         state["square_avg"].mul_(self.hyper_column("alpha", param)).addcmul_(one_minus_alpha * grad, grad)
         if group["centered"]:

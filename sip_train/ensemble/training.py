@@ -265,8 +265,9 @@ def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]]) -> list[dic
                **extra: Any) -> None:
         summary = member.summary
         primary = member.problem.primary_metric
-        summary.update(status=status, exit_code=exit_codes.COMPLETED if status == "completed" else exit_codes.DIVERGED,
-                       **extra)
+        codes = {"completed": exit_codes.COMPLETED, "diverged": exit_codes.DIVERGED,
+                 "interrupted": exit_codes.INTERRUPTED}
+        summary.update(status=status, exit_code=codes[status], **extra)
         if status == "diverged":
             log.error("training diverged at step %d: non-finite loss or prediction (lr=%s); the last finite checkpoint "
                       "is %s", extra["diverged_step"], member.cfg.optimizer.get("lr"), record.last)
@@ -282,7 +283,15 @@ def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]]) -> list[dic
         log.info("%s/%s: %s after %d steps, val %s = %s (run dir %s)", summary["problem"], summary["optimizer"], status,
                  run.step, primary, summary[primary], member.run_dir)
 
-    run.fit(finish)
+    try:
+        run.fit(finish)
+    except KeyboardInterrupt:  # every finished step of every finite member is checkpointed; rerun to continue
+        for member, record, validated, step in run.drop_diverged():
+            finish(member, record, validated, "diverged", diverged_step=step)
+        run.save_last("fit")
+        for member, record, validated in zip(run.members, run.records, run.validated):
+            finish(member, record, validated, "interrupted")
+        log.warning("interrupted at step %d; continue with the same command", run.step)
     for member in members:
         replay_to_wandb(member)
     return summaries
