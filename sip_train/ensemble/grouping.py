@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from sip_train.ensemble.members import PRECISION
 from sip_train.ensemble.optimizers import STACKED
 
-#: Keys every job has of its own: they never split groups.
-OWN_KEYS = ("run_dir",)
+#: Keys every job has of its own (its directory, its loggers and their run names): they never split groups.
+OWN_KEYS = ("run_dir", "logger")
 
 
 def _number(value: Any) -> bool:
@@ -39,7 +39,9 @@ def group_key(cfg: DictConfig) -> str:
     """The job's configuration with the vectorisable values blanked (an optimizer setting keeps whether it is
     zero, which decides which terms the optimizer computes): jobs with equal keys can train as one ensemble."""
     tree = OmegaConf.to_container(cfg, resolve=True)
-    own = {str(tree.pop(key)) for key in OWN_KEYS if key in tree}
+    own = [str(tree["run_dir"])] if "run_dir" in tree else []
+    for key in OWN_KEYS:
+        tree.pop(key, None)
     for key in vectorisable_keys(cfg):
         *path, last = key.split(".")
         node = functools.reduce(lambda n, k: n.get(k, {}), path, tree)
