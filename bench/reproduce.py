@@ -45,8 +45,8 @@ RUN_SETTINGS = {
     "cpu": ("threads=1", "logger=csv", "figure_examples=0", "trainer.enable_progress_bar=false"),
     "paper": ("logger=csv", "figure_examples=0", "trainer.enable_progress_bar=false"),
 }
-#: Settings shared by the CPU budget of the grid problems: 32x32 cells, batch 32.
-SMALL_GRID = ("problem.resolution=32", "data.batch_size=32")
+#: Settings shared by the CPU budget of the grid problems: 32x32 cells, batch 16.
+SMALL_GRID = ("problem.resolution=32", "data.batch_size=16")
 
 
 @dataclass(frozen=True)
@@ -229,10 +229,10 @@ SEEDS3, SEEDS2 = "seed=0,1,2", "seed=0,1"
 EXP = Run("exp_methods", "exp_methods", (SEEDS3,), (SEEDS3,), gpu=False)
 SINE = Run("sine_xi", "sine_xi", ("problem.xi=1,10,100", "trainer.max_steps=3000", "trainer.max_time=null", SEEDS2),
            (SEEDS2,), gpu=False)
-_METHODS_CPU = ("optimizer=sip,adam,sgd,adahessian", *SMALL_GRID, "trainer.max_steps=300",
+_METHODS_CPU = ("optimizer=sip,adam,sgd,adahessian", *SMALL_GRID, "trainer.max_steps=200",
                 "trainer.val_check_interval=50", SEEDS2)
-_HF_CPU = ("optimizer=hessian_free", *SMALL_GRID, "trainer.max_steps=5", "trainer.max_time=null",
-           "trainer.val_check_interval=5")
+_HF_CPU = ("optimizer=hessian_free", *SMALL_GRID, "trainer.max_steps=3", "trainer.max_time=null",
+           "trainer.val_check_interval=3")
 POISSON = Run("poisson_methods", "poisson_methods", _METHODS_CPU, ("optimizer=sip,adam,sgd,adahessian", SEEDS3))
 POISSON_HF = Run("poisson_methods_hessian_free", "poisson_methods", _HF_CPU, ("optimizer=hessian_free",))
 HEAT = Run("heat_methods", "heat_methods", _METHODS_CPU, ("optimizer=sip,adam,sgd,adahessian", "seed=0,1"))
@@ -243,9 +243,9 @@ FLUID = Run("fluid_methods", "fluid_methods", ("problem.resolution=32", "data.ba
 LR_BATCH = Run("heat_lr_batch", "heat_lr_batch", ("problem.resolution=32", "data.batch_size=4,32",
                                                   "trainer.max_steps=200", "trainer.val_check_interval=50"), ())
 TRAIN_SIZE = Run("heat_trainsize_batch", "heat_trainsize_batch",
-                 ("problem.resolution=32", "data.train_size=32,512", "data.batch_size=4,32", "trainer.max_steps=300",
+                 ("problem.resolution=32", "data.train_size=32,512", "data.batch_size=4,32", "trainer.max_steps=200",
                   "trainer.val_check_interval=50"), ())
-ITERATIVE = Run("heat_iterative", "heat_iterative", (*SMALL_GRID, "trainer.max_steps=300",
+ITERATIVE = Run("heat_iterative", "heat_iterative", (*SMALL_GRID, "trainer.max_steps=200",
                                                      "trainer.val_check_interval=50"), ())
 WAVEPACKET = Run("wavepacket_readings", "wavepacket_readings", (SEEDS3,), (SEEDS3,), gpu=False)
 OSCILLATORS = Run("oscillators_methods", "oscillators_methods", ("trainer.max_time=60", SEEDS2), (SEEDS2,))
@@ -290,12 +290,13 @@ def judge_sine(results: Results, budget: str) -> Verdict:
         return ", ".join(f"xi={xi:g} {value:.3g}" for xi, value in values.items())
 
     lines = "; ".join(f"{m}: {curve(m)} (x{growth[m]:.3g} from the smallest to the largest xi)" for m in growth)
+    largest = stats[stats["problem.xi"] == stats["problem.xi"].max()].set_index("method")["mean"]
     sip_flat = growth.get("sip", np.inf) < 3
-    degrade = [m for m in growth if m != "sip" and growth[m] > 10]
+    degrade = [m for m in growth if m != "sip" and growth[m] > 3 and largest[m] > 10 * largest.get("sip", np.inf)]
     verdict = "reproduced" if sip_flat and len(degrade) == len(growth) - 1 else "partly" if sip_flat else "not reproduced"
     reason = "" if verdict == "reproduced" else (
-        f"SIP grows x{growth.get('sip', float('nan')):.3g} over the xi range; first-order rules that degrade more "
-        f"than tenfold: {', '.join(degrade) or 'none'}.")
+        f"SIP grows x{growth.get('sip', float('nan')):.3g} over the xi range; first-order rules that degrade "
+        f"(x3 or more, and 10x SIP's error at the largest xi): {', '.join(degrade) or 'none'}.")
     return Verdict(f"relative accuracy, mean over seeds of the last 10 % of validations: {lines}", verdict,
                    reason, figure)
 
@@ -613,15 +614,24 @@ def row(claim: Claim, budget: str) -> list[str]:
         verdict = Verdict(f"not run at this budget ({', '.join(missing)} missing)", "not run")
     else:
         verdict = claim.judge(results, budget)
-    runs = {run.name: run for run in claim.runs}.values()
-    commands = "<br>".join(f"`{run.command(budget)}`" for run in runs)
-    gpu = [run for run in runs if run.gpu]
-    paper = ("<br>paper budget (" + ("GPU" if gpu else "CPU is enough") + "): "
-             + "<br>".join(f"`{run.command('paper')}`" for run in runs)) if budget == "cpu" else ""
+    gpu = any(run.gpu for run in claim.runs)
+    commands = f"`python bench/reproduce.py --budget {budget} --only {claim.key}`" + (
+        f"<br>paper budget ({'GPU' if gpu else 'a CPU is enough'}): "
+        f"`python bench/reproduce.py --budget paper --only {claim.key}`" if budget == "cpu" else "")
     figure = f"![{claim.key}]({verdict.figure.relative_to(REPO)})" if verdict.figure else ""
     text = f"**{verdict.verdict}**" + (f": {verdict.reason}" if verdict.reason else "")
-    return [claim.figure, claim.statement, commands + paper, budget_text(claim, budget, results), verdict.measured,
+    return [claim.figure, claim.statement, commands, budget_text(claim, budget, results), verdict.measured,
             text, figure]
+
+
+def sweep_commands(claims: tuple[Claim, ...]) -> list[str]:
+    """Per claim, the sweep.py commands that `--only KEY` runs, at both budgets."""
+    lines = []
+    for claim in claims:
+        lines.append(f"- {claim.figure} (`--only {claim.key}`):")
+        for budget in ("cpu", "paper"):
+            lines += [f"  - {budget}: `{run.command(budget)}`" for run in claim.runs]
+    return lines
 
 
 def budget_text(claim: Claim, budget: str, results: Results) -> str:
@@ -671,6 +681,16 @@ def document(budget: str, claims: tuple[Claim, ...]) -> str:
         *lines,
         "",
         WAVEPACKET_NOTES,
+        "",
+        EARLIER,
+        "",
+        "## The sweeps behind each row",
+        "",
+        "Each row's `--only KEY` runs these (Hydra overrides after `sweep=NAME`; a comma list such as "
+        "`seed=0,1` is swept; `trainer.max_time=null` lifts the paper's time budget where the CPU budget counts "
+        "steps instead):",
+        "",
+        *sweep_commands(claims),
     ])
 
 
@@ -691,11 +711,46 @@ problem minimises the mean over the 256 samples (the paper writes the sum, ||y(t
 row above."""
 
 
+EARLIER = """## Earlier measurements
+
+Measured before this document existed, with the same package (one seed each unless said; CPU, one thread,
+32x32 grids unless said). The scripts that only ran train.py configurations were replaced by the sweeps
+above; `bench/hig.py` and `bench/generic_sip.py` remain (they interleave the methods in short turns so that
+load from other processes hits all alike).
+
+- **Sine, scale invariance** (2026-11-26; 2000 steps, seeds 0-2, phi 45 degrees): relative accuracy on 1000
+  held-out targets, SIP (L1 proxy) against Adam: xi = 1: 0.0011 vs 0.0010; xi = 10: 0.0010 vs 0.0049;
+  xi = 100: 0.0007 vs 0.0568 (Adam's start: 0.0568). SIP flat, Adam not moving at xi = 100: as in the row
+  above.
+- **Poisson and heat, SIP against Adam** (2026-11-26; batch 32, 400 steps, seed 0): Poisson val x_l1
+  106 (SIP) vs 392 (Adam), heat 112 vs 168 (start 873 and 360). Step times equal within 5 %.
+- **Update rules at 100 steps** (2026-11-26; batch 32, seed 0, the paper's learning rates): Poisson val x_l1
+  SIP 209, Hessian-free 194 after 10 steps (13 s per step), normalised 419, Adam 540, Adagrad 588, AdaHessian
+  700, SGD 774, RMSprop 804, Adadelta 826; heat: SIP 138, Adam 170, AdaHessian 178, normalised 177, Adagrad
+  179, Hessian-free 203 after 10 steps, RMSprop 222, Adadelta 278; SGD at lr 1e-3 with momentum 0.9
+  diverged at step 6. Step time against Adam's: every first-order rule and SIP 0.92-1.08x,
+  AdaHessian 3.7x, Hessian-free 175-195x.
+- **Fluid** (2026-11-26; batch 16, 40 steps, seed 0): val gt_v0_l1 SIP 1.01e4 vs Adam 1.30e4 (start 1.37e4);
+  step time at the paper's 64x64, batch 64: SIP 6.7 s, Adam 5.8 s on this CPU.
+- **Oscillators, HIG against Adam, Gauss-Newton and SIP** (2026-12-01; `python bench/hig.py --seconds 120`,
+  120 s each in 20 s turns, seed 0): test loss per data point HIG 0.0017, Adam 0.0134, Gauss-Newton 0.945,
+  SIP with the generic inverse 0.568 (start 0.796). On sine and exp after 20 s each: HIG is behind Adam at
+  xi = 1 and ahead at xi = 100; on exp HIG 0.43 vs Adam 1.48 vs SIP 3.66 (x_l1).
+- **Generic SIP inverses** (2026-12-01; `python bench/generic_sip.py --steps 60 --long-steps 1000`): on
+  Poisson, Gauss-Newton at its defaults matches the hand-written SIP (val x_l1 246 vs 244 after 60 steps;
+  Adam 562) at 1.6x Adam's step; on heat Gauss-Newton and L-BFGS reach 145 (own inverse 139, Adam 168) at
+  2.3x; on the sine at xi = 10 and 100 Gauss-Newton follows the saddle-free Newton while Adam does not move;
+  on the wave packet no method learns within 1000 steps at batch 32 (22.8-23.6 against 23.4 at the start;
+  per-example L-BFGS-B 23.4)."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=("cpu", "paper"), default="cpu")
     parser.add_argument("--only", nargs="+", choices=[claim.key for claim in CLAIMS], help="run only these claims")
-    parser.add_argument("--report-only", action="store_true", help="write REPRODUCTION.md from stored results")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write REPRODUCTION.md from the stored results (refreshed from sweep "
+                             "directories present here)")
     parser.add_argument("--list", action="store_true", help="print the sweep commands, run nothing")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
@@ -704,9 +759,12 @@ def main() -> None:
     if args.list:
         print("\n".join(run.command(args.budget) for run in runs))
         return
-    if not args.report_only:
-        for run in runs:
+    for run in runs:
+        if not args.report_only:
             run_sweep(run, args.budget)
+        elif (REPO / run.directory(args.budget) / "results.csv").is_file():
+            store(run, args.budget)  # the newest tables of sweeps that ran here
+    if not args.report_only:
         if any(claim.key == "fig16" for claim in chosen):
             wavepacket_landscape.main(["--budget", args.budget])
     args.output.write_text(document(args.budget, CLAIMS) + "\n")
