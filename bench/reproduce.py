@@ -169,16 +169,18 @@ def status_note(table: pd.DataFrame) -> str:
 
 
 def mean_curves(curves: pd.DataFrame, table: pd.DataFrame, curve: str, x: str = "step") -> dict[str, pd.DataFrame]:
-    """Per method: the mean, min and max over seeds of `curve` against `x`."""
+    """Per method and logged step: the mean of `x` (step or time_s) and the mean, min and max of `curve`
+    over seeds."""
     methods = dict(zip(table["run_dir"], table["method"]))
     selected = curves[curves["curve"] == curve].copy()
     selected["method"] = selected["job"].map(methods)
     out = {}
     for method, group in selected.groupby("method", sort=False):
-        if x == "time_s" and group["time_s"].isna().all():
+        if group[x].isna().all():
             continue
-        stats = group.groupby(group[x].round(6) if x == "time_s" else x)["value"].agg(["mean", "min", "max"])
-        out[method] = stats.reset_index().rename(columns={x: "x"})
+        stats = group.groupby("step").agg(x=(x, "mean"), mean=("value", "mean"), min=("value", "min"),
+                                          max=("value", "max"))
+        out[method] = stats.reset_index(drop=True)
     return out
 
 
@@ -229,8 +231,8 @@ SEEDS3, SEEDS2 = "seed=0,1,2", "seed=0,1"
 EXP = Run("exp_methods", "exp_methods", (SEEDS3,), (SEEDS3,), gpu=False)
 SINE = Run("sine_xi", "sine_xi", ("problem.xi=1,10,100", "trainer.max_steps=3000", "trainer.max_time=null", SEEDS2),
            (SEEDS2,), gpu=False)
-_METHODS_CPU = ("optimizer=sip,adam,sgd,adahessian", *SMALL_GRID, "trainer.max_steps=200",
-                "trainer.val_check_interval=50", SEEDS2)
+_METHODS_CPU = ("optimizer=sip,adam,sgd,adahessian", *SMALL_GRID, "trainer.max_steps=100",
+                "trainer.val_check_interval=25", SEEDS2)
 _HF_CPU = ("optimizer=hessian_free", *SMALL_GRID, "trainer.max_steps=3", "trainer.max_time=null",
            "trainer.val_check_interval=3")
 POISSON = Run("poisson_methods", "poisson_methods", _METHODS_CPU, ("optimizer=sip,adam,sgd,adahessian", SEEDS3))
@@ -241,12 +243,12 @@ FLUID = Run("fluid_methods", "fluid_methods", ("problem.resolution=32", "data.ba
                                                "trainer.max_steps=60", "trainer.val_check_interval=20", SEEDS2),
             (SEEDS2,))
 LR_BATCH = Run("heat_lr_batch", "heat_lr_batch", ("problem.resolution=32", "data.batch_size=4,32",
-                                                  "trainer.max_steps=200", "trainer.val_check_interval=50"), ())
+                                                  "trainer.max_steps=100", "trainer.val_check_interval=25"), ())
 TRAIN_SIZE = Run("heat_trainsize_batch", "heat_trainsize_batch",
-                 ("problem.resolution=32", "data.train_size=32,512", "data.batch_size=4,32", "trainer.max_steps=200",
-                  "trainer.val_check_interval=50"), ())
-ITERATIVE = Run("heat_iterative", "heat_iterative", (*SMALL_GRID, "trainer.max_steps=200",
-                                                     "trainer.val_check_interval=50"), ())
+                 ("problem.resolution=32", "data.train_size=32,512", "data.batch_size=4,32", "trainer.max_steps=150",
+                  "trainer.val_check_interval=25"), ())
+ITERATIVE = Run("heat_iterative", "heat_iterative", (*SMALL_GRID, "trainer.max_steps=100",
+                                                     "trainer.val_check_interval=25"), ())
 WAVEPACKET = Run("wavepacket_readings", "wavepacket_readings", (SEEDS3,), (SEEDS3,), gpu=False)
 OSCILLATORS = Run("oscillators_methods", "oscillators_methods", ("trainer.max_time=60", SEEDS2), (SEEDS2,))
 
@@ -472,6 +474,10 @@ def judge_cost(results: Results, budget: str) -> Verdict:
                    "reproduced" if ok else "partly", reason, figure)
 
 
+#: Mean |t0 - t0*| of predicting the centre of the range, 76.8, for t0* ~ U[25.6, 128): (128 - 25.6) / 4.
+CENTRE_GUESS_X_L1 = 25.6
+
+
 def judge_wavepacket(results: Results, budget: str) -> Verdict:
     table = labelled(results.tables[WAVEPACKET.name], ["problem.frequency"])
     finals = final_by_method(table, "x_l1")
@@ -492,10 +498,14 @@ def judge_wavepacket(results: Results, budget: str) -> Verdict:
     rows = [f"f={m.split('=')[-1]}: network {spread(finals[m])}, L-BFGS-B {spread(baselines[m])}" for m in finals]
     if landscape:
         rows.append(wavepacket_landscape.describe(landscape))
+    def localises(method: str | None) -> bool:
+        """Below L-BFGS-B over every seed and below half the error of guessing the centre of the range."""
+        return method is not None and beats(finals[method], baselines[method]) and \
+            finals[method].max() < 0.5 * CENTRE_GUESS_X_L1
+
     paper = next((m for m in finals if m.endswith("=0.7")), None)
     low = next((m for m in finals if m.endswith("=0.07")), None)
-    ok_paper = paper is not None and beats(finals[paper], baselines[paper])
-    ok_low = low is not None and beats(finals[low], baselines[low])
+    ok_paper, ok_low = localises(paper), localises(low)
     verdict = "reproduced" if ok_paper else "not reproduced"
     reason = "" if ok_paper else (
         "at f = 0.7 the network ends where predicting the centre of the range ends: each example's loss in t0 is a "
