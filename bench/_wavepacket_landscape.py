@@ -39,7 +39,7 @@ EXAMPLES_DRAWN = 4
 def per_example_loss(problem: torch.nn.Module, t0: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
     """L(t0) = 1/2 sum_t (y(t; t0) - y*)^2 for t0 of shape (B, K): the loss of each example at K offsets, (B, K)."""
     packets = wave_packet.forward(t0.reshape(-1, 1), **problem.packet).reshape(*t0.shape, -1)
-    return 0.5 * (packets - y_target[:, :, 0, :].expand_as(packets)).pow(2).sum(-1)
+    return 0.5 * (packets - y_target[:, 0, None, :]).pow(2).sum(-1)
 
 
 def analyse(run_dir: Path) -> dict:
