@@ -247,7 +247,7 @@ LR_BATCH = Run("heat_lr_batch", "heat_lr_batch", ("problem.resolution=32", "data
 TRAIN_SIZE = Run("heat_trainsize_batch", "heat_trainsize_batch",
                  ("problem.resolution=32", "data.train_size=32,512", "data.batch_size=4,32", "trainer.max_steps=150",
                   "trainer.val_check_interval=25"), ())
-ITERATIVE = Run("heat_iterative", "heat_iterative", (*SMALL_GRID, "trainer.max_steps=100",
+ITERATIVE = Run("heat_iterative", "heat_iterative", (*SMALL_GRID, "data.val_size=32", "trainer.max_steps=100",
                                                      "trainer.val_check_interval=25"), ())
 WAVEPACKET = Run("wavepacket_readings", "wavepacket_readings", (SEEDS3,), (SEEDS3,), gpu=False)
 OSCILLATORS = Run("oscillators_methods", "oscillators_methods", ("trainer.max_time=60", SEEDS2), (SEEDS2,))
