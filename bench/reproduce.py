@@ -416,31 +416,27 @@ def judge_train_size(results: Results, budget: str) -> Verdict:
 
 
 def judge_iterative(results: Results, budget: str) -> Verdict:
-    path = results.dirs[ITERATIVE.name] / "iterative.csv"
-    if not path.is_file():
+    folder = results.dirs[ITERATIVE.name]
+    if not (folder / "iterative.csv").is_file():
         return Verdict("no iterative.csv stored", "not run")
-    table = pd.read_csv(path)
-    figure = DOCS / budget / "fig13_heat_iterative.png"
-    source = results.dirs[ITERATIVE.name] / "iterative.png"
+    table = pd.read_csv(folder / "iterative.csv").set_index("method")
+    curves = _read(folder / "iterative_curves.csv")
+    networks = {("SIP" if "sip" in name else "Adam"): name for name in table.index if name.startswith("NN")}
+    final = table["x_l1"]
+    parts = [f"{name}: x_l1 {final[name]:.4g} in {table.loc[name, 'time_s']:.3g} s" for name in table.index]
+    if curves is not None and "Adam" in networks:
+        bfgs = curves[(curves["method"] == "L-BFGS-B") & (curves["x_l1"] <= final[networks["Adam"]])]
+        parts.append("L-BFGS-B reaches the Adam network's error "
+                     + (f"after {int(bfgs['iteration'].min())} iterations" if len(bfgs) else "in no recorded iteration"))
+    checks = {"L-BFGS-B ends below GD": final["L-BFGS-B"] < final["GD"],
+              "the SIP network is below both solvers": "SIP" in networks
+              and final[networks["SIP"]] < min(final["L-BFGS-B"], final["GD"])}
+    verdict = "reproduced" if all(checks.values()) else "partly" if any(checks.values()) else "not reproduced"
+    reason = "" if verdict == "reproduced" else "not so here: " + ", ".join(k for k, ok in checks.items() if not ok) + "."
+    source, figure = folder / "iterative.png", DOCS / budget / "fig13_heat_iterative.png"
     if source.is_file():
         shutil.copyfile(source, figure)
-    final = table.groupby("method")["x_l1"].last() if "x_l1" in table else pd.Series(dtype=float)
-    measured = markdown_inline(table)
-    gd, bfgs = final.get("GD"), final.get("L-BFGS-B")
-    nn_sip, nn_adam = final.get("NN sip"), final.get("NN adam")
-    checks = [bfgs is not None and gd is not None and bfgs < gd,
-              nn_sip is not None and bfgs is not None and nn_sip < bfgs]
-    verdict = "reproduced" if all(checks) else "partly" if any(checks) else "not reproduced"
-    reason = "" if verdict == "reproduced" else (
-        "L-BFGS-B below GD: {}; SIP network below L-BFGS-B after the last iteration: {}.".format(*checks))
-    return Verdict(measured, verdict, reason, figure if figure.is_file() else None)
-
-
-def markdown_inline(table: pd.DataFrame) -> str:
-    """The last record of each method of an iterative.csv: x_l1 and time."""
-    last = table.groupby("method").last().reset_index()
-    columns = [c for c in ("iterations", "x_l1", "seconds") if c in last]
-    return "; ".join(f"{row['method']}: " + ", ".join(f"{c} {row[c]:.4g}" for c in columns) for _, row in last.iterrows())
+    return Verdict("; ".join(parts), verdict, reason, figure if figure.is_file() else None)
 
 
 def judge_cost(results: Results, budget: str) -> Verdict:
@@ -612,7 +608,8 @@ def store(run: Run, budget: str) -> None:
     """Copy a sweep directory's results.csv, curves.csv and iterative baselines into the docs."""
     source, target = REPO / run.directory(budget), run.stored(budget)
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("results.csv", "curves.csv", "iterative/iterative.csv", "iterative/iterative.png"):
+    for name in ("results.csv", "curves.csv", "iterative/iterative.csv", "iterative/iterative_curves.csv",
+                 "iterative/iterative.png"):
         if (source / name).is_file():
             shutil.copyfile(source / name, target / Path(name).name)
 
