@@ -36,6 +36,8 @@ import pandas as pd  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import REPO, machine  # noqa: E402
 
+from sip_train.sweep.report import report  # noqa: E402
+
 import _wavepacket_landscape as wavepacket_landscape  # noqa: E402
 
 DOCS = REPO / "docs" / "reproduction"
@@ -160,6 +162,14 @@ def final_by_method(table: pd.DataFrame, column: str) -> dict[str, pd.Series]:
     """Completed jobs' final `column` per method (one value per seed)."""
     done = table[table["status"] == "completed"]
     return {method: group[column] for method, group in done.groupby("method", sort=False)}
+
+
+def last_of_curve(curves: pd.DataFrame, table: pd.DataFrame, curve: str) -> dict[str, pd.Series]:
+    """Completed jobs' last value of a logged curve per method (one value per seed): metrics the sweep's
+    results.csv does not hold."""
+    done = table[table["status"] == "completed"]
+    last = curves[curves["curve"] == curve].groupby("job")["value"].last()
+    return {method: last.reindex(group["run_dir"]).dropna() for method, group in done.groupby("method", sort=False)}
 
 
 def status_note(table: pd.DataFrame) -> str:
@@ -479,7 +489,7 @@ CENTRE_GUESS_X_L1 = 25.6
 def judge_wavepacket(results: Results, budget: str) -> Verdict:
     table = labelled(results.tables[WAVEPACKET.name], ["problem.frequency"])
     finals = final_by_method(table, "x_l1")
-    baselines = final_by_method(table, "lbfgsb_x_l1")
+    baselines = last_of_curve(results.curves[WAVEPACKET.name], table, "val/lbfgsb_x_l1")
     landscape = wavepacket_landscape.load(DOCS / budget / "wavepacket_landscape.json")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
     for index, (method, stats) in enumerate(mean_curves(results.curves[WAVEPACKET.name], table, "val/x_l1").items()):
@@ -619,10 +629,12 @@ def store(run: Run, budget: str) -> None:
 def row(claim: Claim, budget: str) -> list[str]:
     results = Results(claim.runs, budget)
     missing = results.missing()
-    if missing:
-        verdict = Verdict(f"not run at this budget ({', '.join(missing)} missing)", "not run")
+    if len(missing) == len(results.tables):
+        verdict = Verdict("not run at this budget", "not run")
     else:
         verdict = claim.judge(results, budget)
+        if missing:
+            verdict.measured += f" (not run at this budget: {', '.join(missing)})"
     gpu = any(run.gpu for run in claim.runs)
     commands = f"`python bench/reproduce.py --budget {budget} --only {claim.key}`" + (
         f"<br>paper budget ({'GPU' if gpu else 'a CPU is enough'}): "
@@ -655,7 +667,8 @@ def budget_text(claim: Claim, budget: str, results: Results) -> str:
         settings = [o for o in run.overrides(budget) if not o.startswith(("seed=", "optimizer=", "threads",
                                                                           "logger", "figure_examples",
                                                                           "trainer.enable_progress_bar"))]
-        parts.append(f"{run.name}: {len(table)} jobs, seeds {', '.join(map(str, seeds))}, steps "
+        finished = (table["status"] != "missing").sum()
+        parts.append(f"{run.name}: {finished} of {len(table)} jobs run, seeds {', '.join(map(str, seeds))}, steps "
                      f"{steps.min():.0f}-{steps.max():.0f}" + (f", {' '.join(settings)}" if settings else ""))
     return "; ".join(parts) + ("; " + claim.budget_note[budget] if budget in claim.budget_note else "")
 
@@ -762,8 +775,8 @@ def main() -> None:
     parser.add_argument("--budget", choices=("cpu", "paper"), default="cpu")
     parser.add_argument("--only", nargs="+", choices=[claim.key for claim in CLAIMS], help="run only these claims")
     parser.add_argument("--report-only", action="store_true",
-                        help="run nothing: write REPRODUCTION.md from the stored results (refreshed from sweep "
-                             "directories present here)")
+                        help="run nothing: write REPRODUCTION.md from the stored results (refreshed from the sweep "
+                             "directories present here, finished or not)")
     parser.add_argument("--list", action="store_true", help="print the sweep commands, run nothing")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
@@ -775,8 +788,9 @@ def main() -> None:
     for run in runs:
         if not args.report_only:
             run_sweep(run, args.budget)
-        elif (REPO / run.directory(args.budget) / "results.csv").is_file():
-            store(run, args.budget)  # the newest tables of sweeps that ran here
+        elif (REPO / run.directory(args.budget) / "sweep.yaml").is_file():
+            report(REPO / run.directory(args.budget))  # the sweep's tables as they stand, finished or not
+            store(run, args.budget)
     if not args.report_only:
         if any(claim.key == "fig16" for claim in chosen):
             wavepacket_landscape.main(["--budget", args.budget])
