@@ -260,7 +260,7 @@ TRAIN_SIZE = Run("heat_trainsize_batch", "heat_trainsize_batch",
 ITERATIVE = Run("heat_iterative", "heat_iterative", (*SMALL_GRID, "data.val_size=32", "trainer.max_steps=100",
                                                      "trainer.val_check_interval=25"), ())
 WAVEPACKET = Run("wavepacket_readings", "wavepacket_readings", (SEEDS3,), (SEEDS3,), gpu=False)
-OSCILLATORS = Run("oscillators_methods", "oscillators_methods", ("trainer.max_time=60", SEEDS2), (SEEDS2,))
+OSCILLATORS = Run("oscillators_methods", "oscillators_methods", ("trainer.max_time=30", SEEDS2), (SEEDS2,))
 
 
 # ---------------------------------------------------------------------------------------------- the verdicts
