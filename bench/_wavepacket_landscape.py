@@ -90,7 +90,8 @@ def figure(analyses: list[dict], path: Path) -> None:
         for key, marker in (("true", "*"), ("network", "o"), ("lbfgsb", "x")):
             t0 = paper[key][index]
             y = loss[min(range(len(paper["t0"])), key=lambda k: abs(paper["t0"][k] - t0))] + offset
-            axes[0].plot([t0], [y], marker=marker, color=f"C{index}", ms=7 if marker == "*" else 5, ls="none",
+            axes[0].plot([t0], [y], marker=marker, color="k" if marker == "x" else f"C{index}", ls="none",
+                         ms={"*": 9, "o": 5, "x": 7}[marker], mew=1.5, zorder=3,
                          label={"true": "true t0*", "network": "network", "lbfgsb": "L-BFGS-B"}[key] if index == 0 else None)
     axes[0].set(xlabel="t0 (samples)", ylabel="L(t0) (offset per example)",
                 title=f"per-example loss, f = {analyses[0]['frequency']:g}")
