@@ -71,9 +71,10 @@ def fit_lbfgsb(
     t0_init: float = 76.8,
     t0_range: tuple[float, float] = (25.6, 128.0),
     max_iter: int = 1000,
+    reduction: str = "mean",
     **packet: float,
 ) -> torch.Tensor:
-    """Per-example L-BFGS-B fit of t0 minimising the mean squared error of y(t0) - y*.
+    """Per-example L-BFGS-B fit of t0 minimising the mean (or sum) of the squared error of y(t0) - y*.
 
     Each example is fitted separately in float64 from the same initial guess, within the
     bounds `t0_range`, with the gradient from torch autograd through `forward`. The mean
@@ -86,11 +87,15 @@ def fit_lbfgsb(
         t0_init: initial guess for every example (the centre of the range in the paper).
         t0_range: bounds of t0.
         max_iter: L-BFGS-B iteration limit per example.
+        reduction: "mean" over the samples (the default) or "sum" (the paper's ||y(t0) - y*||^2): the same
+            minimisers, a different first step, so a different baseline.
         **packet: amplitude, frequency, sigma passed to `forward`.
 
     Returns:
         Fitted t0, shape (B, 1), dtype and device of `y_target`.
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction={reduction!r} is invalid: choose mean or sum")
     targets = y_target.detach().to("cpu", torch.float64)
     t = torch.arange(targets.shape[-1], dtype=torch.float64)
     fitted = []
@@ -98,7 +103,8 @@ def fit_lbfgsb(
 
         def loss_and_gradient(t0: np.ndarray) -> tuple[float, np.ndarray]:
             t0_tensor = torch.tensor(t0, dtype=torch.float64, requires_grad=True)
-            loss = ((forward(t0_tensor[None, :], t, **packet)[0] - target) ** 2).mean()
+            squares = (forward(t0_tensor[None, :], t, **packet)[0] - target) ** 2
+            loss = squares.mean() if reduction == "mean" else squares.sum()
             loss.backward()
             return loss.item(), t0_tensor.grad.numpy()
 

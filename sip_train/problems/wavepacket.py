@@ -1,8 +1,9 @@
 """Wave packet localisation (paper appendix C.1): a network against per-example L-BFGS-B.
 
-There is no inverse update (SIP does not apply); the experiment shows that a network trained
-with Adam explores the solution space better than an iterative solver from a fixed guess,
-so the solver's metrics are logged beside the network's on the same validation set.
+There is no inverse update (SIP does not apply). The paper uses it to argue that a network trained
+with Adam explores the solution space better than an iterative solver from a fixed guess, so the
+solver's metrics are logged beside the network's on the same validation set (whether it does here,
+at the paper's carrier frequency and at a lower one: REPRODUCTION.md).
 """
 from __future__ import annotations
 
