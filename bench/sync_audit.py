@@ -96,8 +96,7 @@ def main() -> None:
         for rule in args.rules:
             for mode in args.modes:
                 results[problem, rule, mode] = audit(problem, rule, mode == "terminal", args)
-                print(problem, rule, mode, "error" if "error" in results[problem, rule, mode]
-                      else sorted(set(results[problem, rule, mode]["rates"]) - ALLOWED), file=sys.stderr, flush=True)
+                print(table({(problem, rule, mode): results[problem, rule, mode]}), flush=True)
     text = "\n".join([
         "## Host-device synchronisations per training step, every rule and problem",
         "",
