@@ -90,9 +90,9 @@ class PackageLoop(PlainStep):
 
     def step(self) -> dict[str, torch.Tensor]:
         """One update on the next training batch of the run's data stream."""
-        _, y_target = self.data.train_batch(self.step_index, self.device)
+        _, y_target, *observed = self.data.train_batch(self.step_index, self.device)
         self.step_index += 1
-        return self.rule.training_step(self, y_target)
+        return self.rule.training_step(self, y_target, *observed)
 
 
 def time_block(function: Callable[[], object], count: int, sync: Callable[[], None]) -> float:

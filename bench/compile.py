@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _loops  # noqa: E402
 import overhead  # noqa: E402
 from _report import markdown_table, provenance, publish  # noqa: E402
-from sip_train.compiled import (CompiledUpdate, compile_components, differentiates_physics_twice,  # noqa: E402
+from sip_train.compiled import (CompiledUpdate, compile_components,  # noqa: E402
                                 update_compile_options)
 
 QUANTITIES = ("loss", "prediction", "gradients")
@@ -59,9 +59,9 @@ class WholeLoop(_loops.PackageLoop):
         self.update = CompiledUpdate(self, self.rule, self.optimizer(), update_compile_options({}, device))
 
     def step(self) -> torch.Tensor:
-        _, y_target = self.data.train_batch(self.step_index, self.device)
+        _, y_target, *observed = self.data.train_batch(self.step_index, self.device)
         self.step_index += 1
-        return self.update(y_target)["loss"]
+        return self.update(y_target, *observed)["loss"]
 
 
 def compiled_loops(problem: str, rule: str, resolution: int | None, batch: int | None, args: argparse.Namespace,
@@ -72,7 +72,7 @@ def compiled_loops(problem: str, rule: str, resolution: int | None, batch: int |
     with tempfile.TemporaryDirectory() as scratch:
         cfg = _loops.run_config(problem, rule, resolution, batch, 1, Path(scratch), args)
     eager = _loops.PackageLoop(cfg, device)
-    if differentiates_physics_twice(eager.rule, eager.problem):
+    if eager.rule.differentiates_physics_twice:
         network_only = _loops.PackageLoop(cfg, device)
         compile_components(network_only.problem, network_only.network, physics=False)
         return {"eager": eager, COMPILED: network_only}, "network only"
@@ -83,20 +83,22 @@ def compiled_loops(problem: str, rule: str, resolution: int | None, batch: int |
     return {"eager": eager, "network + physics": parts, COMPILED: WholeLoop(cfg, device)}, "whole update"
 
 
-def first_step(loop: _loops.PackageLoop, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Loss, prediction and parameter gradients of the first update, on y_target."""
-    result = loop.update(y_target) if isinstance(loop, WholeLoop) else loop.rule.training_step(loop, y_target)
+def first_step(loop: _loops.PackageLoop, y_target: torch.Tensor, *observed: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Loss, prediction and parameter gradients of the first update, on y_target (and the observed inputs)."""
+    result = (loop.update(y_target, *observed) if isinstance(loop, WholeLoop)
+              else loop.rule.training_step(loop, y_target, *observed))
     loss, x = result["loss"], result["x"]
     gradients = torch.cat([p.grad.flatten() for p in loop.network.parameters()])
     return {"loss": loss.detach(), "prediction": x.detach(), "gradients": gradients}
 
 
-def float64_first_step(loop: _loops.PackageLoop, y_target: torch.Tensor) -> dict[str, torch.Tensor]:
+def float64_first_step(loop: _loops.PackageLoop, y_target: torch.Tensor, *observed: torch.Tensor
+                       ) -> dict[str, torch.Tensor]:
     """`first_step` with a float64 copy of the (not yet updated) network and float64 physics."""
     network = copy.deepcopy(loop.network).double()
-    y_target = y_target.double()
+    y_target, observed = y_target.double(), tuple(t.double() for t in observed)
     x = loop.problem.prepare_prediction(network(y_target), y_target)
-    per_example, _ = loop.rule.objective(loop.problem, x, y_target)
+    per_example, _ = loop.rule.objective(loop.problem, x, y_target, *observed)
     loss = loop.problem.reduce(per_example)
     loss.backward()
     gradients = torch.cat([p.grad.flatten() for p in network.parameters()])
@@ -116,13 +118,13 @@ def compare(problem: str, rule: str, resolution: int | None, batch: int | None, 
     sync = _loops.synchronizer(device)
     loops, scope = compiled_loops(problem, rule, resolution, batch, args, device)
     eager = loops["eager"]
-    _, y_target = eager.data.train_batch(0, device)
-    first: dict[str, dict[str, torch.Tensor]] = {"float64": float64_first_step(eager, y_target)}
+    _, y_target, *observed = eager.data.train_batch(0, device)
+    first: dict[str, dict[str, torch.Tensor]] = {"float64": float64_first_step(eager, y_target, *observed)}
     seconds: dict[str, float] = {}
     for name, loop in loops.items():
         sync()
         start = time.perf_counter()
-        first[name] = first_step(loop, y_target)
+        first[name] = first_step(loop, y_target, *observed)
         sync()
         seconds[name] = time.perf_counter() - start
         loop.step_index = 1  # the first update was on batch 0

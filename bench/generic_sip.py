@@ -1,4 +1,4 @@
-"""Generic SIP inverses against Adam and the hand-written SIP update, per problem (issue 13).
+"""Generic SIP inverses against Adam and the hand-written SIP update, per problem.
 
 For each problem every method trains the same initial network on the same batches (one seed) in a
 bare loop (no Lightning, so the timings are the update rule's): Adam, SIP with the problem's own
@@ -63,16 +63,16 @@ class Loop(PlainStep):
         super().__init__(problem, network, self.rule)
         self.times: list[float] = []
 
-    def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    def step(self, batch: tuple[torch.Tensor, ...]) -> None:
         start = time.perf_counter()
-        self.rule.training_step(self, batch[1])
+        self.rule.training_step(self, *batch[1:])
         self.times.append(time.perf_counter() - start)
 
-    def error(self, x_true: torch.Tensor, y_target: torch.Tensor) -> float:
+    def error(self, x_true: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor) -> float:
         """Mean validation primary metric."""
         with torch.no_grad():
             x = self.predict(y_target)
-            metrics = self.problem.metrics(x, x_true, self.problem.simulate(x), y_target)
+            metrics = self.problem.metrics(x, x_true, self.problem.simulate(x, *observed), y_target, *observed)
         return metrics[self.problem.primary_metric].mean().item()
 
 
@@ -80,14 +80,14 @@ def train_interleaved(loops: dict[str, Loop], steps: int, checkpoints: list[int]
                       seed: int) -> dict[str, dict[int, float]]:
     """Train all loops on the same batches, `chunk` steps each in turn; errors at the checkpoints."""
     problem = next(iter(loops.values())).problem
-    x_val, y_val = problem.sample(64, torch.Generator().manual_seed(seed + 7))
-    errors = {name: {0: loop.error(x_val, y_val)} for name, loop in loops.items()}
+    validation = problem.sample(64, torch.Generator().manual_seed(seed + 7))
+    errors = {name: {0: loop.error(*validation)} for name, loop in loops.items()}
     for first in range(0, steps, chunk):
         for name, loop in loops.items():
             for step in range(first, min(first + chunk, steps)):
                 loop.step(problem.sample(batch, torch.Generator().manual_seed(seed + 1000 + step)))
                 if step + 1 in checkpoints:
-                    errors[name][step + 1] = loop.error(x_val, y_val)
+                    errors[name][step + 1] = loop.error(*validation)
     return errors
 
 
@@ -146,8 +146,8 @@ def long_table(args: argparse.Namespace) -> str:
         for method in methods:
             rows.append([label, method, ", ".join(f"{errors[method][c]:.4g}" for c in [0, *checkpoints])])
         problem = next(iter(loops.values())).problem
-        x_val, y_val = problem.sample(64, torch.Generator().manual_seed(args.seed + 7))
-        for name, value in problem.reference_metrics(x_val, y_val).items():
+        validation = problem.sample(64, torch.Generator().manual_seed(args.seed + 7))
+        for name, value in problem.reference_metrics(*validation).items():
             if name.endswith("x_l1"):
                 rows.append([label, f"per-example {name.removesuffix('_x_l1')} (no network)", f"{value.mean().item():.4g}"])
     steps = ", ".join(str(c) for c in [0, args.long_steps // 4, args.long_steps // 2, args.long_steps])
@@ -173,7 +173,7 @@ def main() -> None:
     print(long, flush=True)
     if args.write:
         text = "\n".join([
-            "## Generic SIP inverses (issue 13)", "", *provenance("bench/generic_sip.py"), "",
+            "## Generic SIP inverses", "", *provenance("bench/generic_sip.py"), "",
             "Same seed, same initial network and same batches for every method of a problem; learning rate 1e-3",
             "(Adam, and the inner Adam of SIP); validation error on 64 fixed examples (x_l1; the sine's is to the",
             "nearest solution). Generic solvers at their defaults (conf/inverse), except: gradient descent's lr",

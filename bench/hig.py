@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _loops import MinimalLoop, quiet  # noqa: E402
+from _loops import PackageLoop, quiet  # noqa: E402
 from _report import markdown_table, median_ms, provenance, write_section  # noqa: E402
 
 from sip_train.config import compose_config  # noqa: E402
@@ -44,7 +44,7 @@ SMALL_RULES = {"Adam": ["optimizer=adam"], "SIP": ["optimizer=sip"], "HIG": ["op
 HIG_LR = {"sine": 1.0, "exp": 0.1}
 
 
-class DataLoop(MinimalLoop):
+class DataLoop(PackageLoop):
     """The minimal loop on sip-train's data stream (the fixed training set where data.train_size is set)."""
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
@@ -53,9 +53,9 @@ class DataLoop(MinimalLoop):
         self.device, self.steps, self.seconds = device, 0, 0.0
 
     def step(self) -> dict[str, torch.Tensor]:
-        _, y_target = self.data.train_batch(self.steps, self.device)
+        _, y_target, *observed = self.data.train_batch(self.steps, self.device)
         self.steps += 1
-        return self.rule.training_step(self, y_target)
+        return self.rule.training_step(self, y_target, *observed)
 
     def train_for(self, seconds: float, stop_at: tuple[int, ...] = ()) -> None:
         """Train for about `seconds` of step time, pausing (untimed) at the step counts in `stop_at`."""
@@ -69,10 +69,10 @@ class DataLoop(MinimalLoop):
 
     def evaluate(self) -> dict[str, float]:
         """Mean validation metrics of the current network."""
-        x_true, y_target = self.data.validation_set(self.device)
+        x_true, y_target, *observed = self.data.validation_set(self.device)
         with torch.no_grad():
             x = self.predict(y_target)
-            metrics = self.problem.metrics(x, x_true, self.problem.simulate(x), y_target)
+            metrics = self.problem.metrics(x, x_true, self.problem.simulate(x, *observed), y_target, *observed)
         return {name: value.mean().item() for name, value in metrics.items()}
 
 
@@ -158,7 +158,7 @@ def widths(args: argparse.Namespace) -> str:
         parameters = sum(p.numel() for p in loops["hig"].network.parameters())
         adam_ms = median_ms(loops["adam"].step, repeats=20)
         hig_ms = median_ms(loops["hig"].step, repeats=5, warmup=1)
-        svd_ms = loops["hig"].step()["stats"]["svd_ms"].item()
+        svd_ms = float(loops["hig"].step()["stats"]["svd_ms"])
         rows.append([f"{width}-{width}-{width}" + (" (paper)" if width == 20 else ""), parameters, adam_ms, hig_ms,
                      svd_ms, hig_ms / adam_ms])
         print(rows[-1], flush=True)

@@ -61,16 +61,16 @@ def network_pass(loop: PackageLoop, y_target: torch.Tensor) -> None:
     (0.5 * loop.network(loop.problem.network_input(y_target)).pow(2).sum()).backward()
 
 
-def sip_physics(loop: PackageLoop, x: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
+def sip_physics(loop: PackageLoop, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor) -> torch.Tensor:
     """What SIP adds to a step: y = P(x) and the inverse update, without gradients."""
     with torch.no_grad():
-        return loop.problem.inverse_update(x, loop.problem.simulate(x), y_target)
+        return loop.problem.inverse_update(x, loop.problem.simulate(x, *observed), y_target, *observed)
 
 
-def adam_physics(loop: PackageLoop, x: torch.Tensor, y_target: torch.Tensor) -> None:
+def adam_physics(loop: PackageLoop, x: torch.Tensor, y_target: torch.Tensor, *observed: torch.Tensor) -> None:
     """What a gradient rule adds to a step: L(P(x)) and its gradient with respect to x."""
     x = x.detach().requires_grad_()
-    loop.problem.reduce(loop.problem.physics_loss(x, y_target)).backward()
+    loop.problem.reduce(loop.problem.physics_loss(x, y_target, *observed)).backward()
 
 
 def bare_variants(problem: str, resolution: int | None, batch: int | None,
@@ -83,7 +83,7 @@ def bare_variants(problem: str, resolution: int | None, batch: int | None,
         loops = {rule: PackageLoop(run_config(problem, rule, resolution, batch, 1, Path(scratch), args), device)
                  for rule in RULES}
     parts = loops["sip"]
-    _, y_target = parts.data.train_batch(0, device)
+    _, y_target, *observed = parts.data.train_batch(0, device)
     with torch.no_grad():
         x = parts.predict(y_target)
     data_steps = itertools.count()
@@ -92,8 +92,8 @@ def bare_variants(problem: str, resolution: int | None, batch: int | None,
         "SIP step": loops["sip"].step,
         "network forward+backward": lambda: network_pass(parts, y_target),
         "data generation": lambda: parts.data.train_batch(next(data_steps), device),
-        "SIP physics": lambda: sip_physics(parts, x, y_target),
-        "Adam physics forward+backward": lambda: adam_physics(parts, x, y_target),
+        "SIP physics": lambda: sip_physics(parts, x, y_target, *observed),
+        "Adam physics forward+backward": lambda: adam_physics(parts, x, y_target, *observed),
     }
     names = list(variants)
     for name in names:
