@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.exceptions import (
 )
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sip_train import console, exit_codes
+from sip_train import console, exit_codes, values
 from sip_train.callbacks import (
     BufferAverage,
     DivergedError,
@@ -118,24 +118,14 @@ def _trainer_options(cfg: DictConfig) -> DictConfig:
 
 def _check_run_settings(cfg: DictConfig) -> None:
     """Values that no constructor checks: fail before training with the key, the value and what is allowed."""
-    def positive_int(key: str, value: Any, allow_none: bool = False) -> None:
-        if value is None and allow_none:
-            return
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{key}={value!r} is invalid: must be a positive integer{' or null' if allow_none else ''}")
-
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ConfigError(f"seed={cfg.seed!r} is invalid: must be a non-negative integer")
-    positive_int("threads", cfg.get("threads"), allow_none=True)
-    positive_int("trainer.val_check_interval", cfg.trainer.get("val_check_interval"))
-    positive_int("trainer.log_every_n_steps", cfg.trainer.get("log_every_n_steps", 50))
-    if isinstance(cfg.figure_examples, bool) or not isinstance(cfg.figure_examples, int) or cfg.figure_examples < 0:
-        raise ConfigError(f"figure_examples={cfg.figure_examples!r} is invalid: must be a non-negative integer")
-    max_steps, max_time = cfg.trainer.get("max_steps", -1), cfg.trainer.get("max_time")
-    if max_time is None:
-        positive_int("trainer.max_steps", max_steps)
-    elif isinstance(max_steps, bool) or not isinstance(max_steps, int) or (max_steps < 1 and max_steps != -1):
-        raise ConfigError(f"trainer.max_steps={max_steps!r} is invalid: must be a positive integer (or -1 with max_time)")
+    values.integer("seed", cfg.seed, "[0, inf)")
+    values.integer("threads", cfg.get("threads"), optional=True)
+    values.integer("trainer.val_check_interval", cfg.trainer.get("val_check_interval"))
+    values.integer("trainer.log_every_n_steps", cfg.trainer.get("log_every_n_steps", 50))
+    values.integer("figure_examples", cfg.figure_examples, "[0, inf)")
+    max_steps = cfg.trainer.get("max_steps", -1)
+    if cfg.trainer.get("max_time") is None or max_steps != -1:  # -1: no step limit, only with max_time
+        values.integer("trainer.max_steps", max_steps)
 
 
 def _base_summary(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
