@@ -14,23 +14,10 @@ from conftest import REPO, TINY
 from sip_train.ensemble.grouping import group_key, why_single
 from sip_train.ensemble.optimizers import STACKED, member_group
 from sip_train.ensemble.training import train_ensemble
-from sip_train.problems.exp import Exp
-from sip_train.problems.sine import Sine
 from sip_train.run import train
 from sip_train.summary import read_summary
 
 FAST = ["trainer.max_steps=5", "trainer.val_check_interval=3", "figure_examples=0"]
-
-#: Problem parameters members may differ in (what the problems declare as ensemble_parameters).
-DECLARED = {Sine: ("xi", "phi", "gamma"), Exp: ("x_range",)}
-
-
-@pytest.fixture(autouse=True)
-def declared_parameters(monkeypatch):
-    for problem, names in DECLARED.items():
-        monkeypatch.setattr(problem, "ensemble_parameters", getattr(problem, "ensemble_parameters", names),
-                            raising=False)
-
 
 def metrics(run_dir) -> pd.DataFrame:
     return pd.read_csv(run_dir / "metrics.csv").drop(columns=["time/step_ms"], errors="ignore")
@@ -104,6 +91,9 @@ def test_every_member_logs_what_its_single_run_logs(case, tiny_config, tmp_path)
         pd.testing.assert_frame_equal(member, single, check_exact=False, rtol=2e-5, atol=1e-7)
         alone = read_summary(tmp_path / f"single{i}")
         assert summary == read_summary(tmp_path / f"member{i}")
+        assert summary.keys() == alone.keys() and summary["inverse"] == alone["inverse"]
+        assert (tmp_path / f"member{i}/.hydra/config.yaml").is_file() and (tmp_path / f"single{i}/.hydra/config.yaml").is_file()
+        assert (tmp_path / f"member{i}/figures/learning_curves.png").is_file()
         assert (summary["status"], summary["exit_code"], summary["steps"]) == ("completed", 0, 5)
         assert {k: summary[k] for k in ("problem", "optimizer", "seed", "lr", "metrics_step")} == \
                {k: alone[k] for k in ("problem", "optimizer", "seed", "lr", "metrics_step")}
