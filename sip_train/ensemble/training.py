@@ -23,6 +23,7 @@ from sip_train.ensemble.problem import fold_batches, member_rows
 from sip_train.ensemble.records import MemberCheckpoints
 from sip_train.learning_curves import draw_learning_curves
 from sip_train.problems.base import Batch, batch_rows
+from sip_train.run import _rounded
 from sip_train.run_directory import holds_run
 from sip_train.summary import read_summary, write_summary
 from sip_train.validation_figures import method_name
@@ -292,7 +293,7 @@ def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]]) -> list[dic
         write_summary(member.run_dir, summary)
         summaries[index[id(member)]] = summary
         log.info("%s/%s: %s after %d steps, val %s = %s (run dir %s)", summary["problem"], summary["optimizer"], status,
-                 run.step, primary, summary[primary], member.run_dir)
+                 run.step, primary, _rounded(summary[primary]), member.run_dir)
 
     try:
         run.fit(finish)
