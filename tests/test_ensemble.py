@@ -13,7 +13,9 @@ from omegaconf import OmegaConf
 from conftest import REPO, TINY
 from sip_train.ensemble.grouping import group_key, why_single
 from sip_train.ensemble.optimizers import STACKED, member_group
+from sip_train.ensemble.problem import FoldedProblem, fold_batches, member_rows
 from sip_train.ensemble.training import train_ensemble
+from sip_train.problems.oscillators import Oscillators
 from sip_train.run import train
 from sip_train.summary import read_summary
 
@@ -62,6 +64,20 @@ def test_stacked_optimizers_step_each_member_bit_for_bit_as_torch_optim(optimize
         for index, entry in reference["state"].items():
             assert saved["state"][index].keys() == entry.keys()
             assert all(torch.equal(saved["state"][index][key], value) for key, value in entry.items())
+
+
+def test_folded_problems_simulate_each_members_rows_with_its_observed_inputs():
+    generator = torch.Generator().manual_seed(0)
+    slow, fast = Oscillators(steps=8, dt=0.125), Oscillators(steps=8, dt=0.25)
+    batches = [slow.sample(3, generator) for _ in range(3)]
+    folded_batch = fold_batches(batches)
+    assert folded_batch[0] is None  # no true control: x* stays absent when folded
+    control = torch.randn(9, 8, generator=generator)
+    folded = FoldedProblem([slow, slow, fast]).simulate(control, *folded_batch[2:])
+    alone = [problem.simulate(control[member_rows(k, 3)], *batch[2:])
+             for k, (problem, batch) in enumerate(zip([slow, slow, fast], batches))]
+    assert torch.equal(folded, torch.cat(alone))
+    assert not torch.allclose(alone[2], slow.simulate(control[member_rows(2, 3)], *batches[2][2:]))
 
 
 CASES = {  # problem, rule, a problem parameter the second member changes
