@@ -24,7 +24,8 @@ from hydra.utils import instantiate
 
 from sip_train.config import compose_config
 from sip_train.ensemble.engine import EnsembleUpdate
-from sip_train.module import build_components
+from sip_train.ensemble.problem import fold_batches
+from sip_train.components import build_components
 from sip_train.rules.base import PlainStep
 
 PROBLEMS = {  # name: overrides (a U-Net problem keeps batch-norm buffers: it runs as single jobs)
@@ -50,8 +51,8 @@ def ensemble_rate(built, updates: int) -> float:
     update = EnsembleUpdate([built[0][0]] * len(built), [b[1] for b in built], [b[2] for b in built], torch.device("cpu"))
     start = time.perf_counter()
     for step in range(updates):
-        batches = [data.train_batch(step, torch.device("cpu")) for *_, data in built]
-        update.update(torch.cat([y for _, y in batches]), step + 1)
+        batch = fold_batches([data.train_batch(step, torch.device("cpu")) for *_, data in built])
+        update.update(step + 1, *batch[1:])  # y* and the observed inputs
     return len(built) * updates / (time.perf_counter() - start)
 
 
@@ -61,7 +62,7 @@ def sequential_rate(built, updates: int) -> float:
     for problem, network, rule, data in built:
         step_interface = PlainStep(problem, network, rule)
         for step in range(updates):
-            rule.training_step(step_interface, data.train_batch(step, torch.device("cpu"))[1])
+            rule.training_step(step_interface, *data.train_batch(step, torch.device("cpu"))[1:])
     return len(built) * updates / (time.perf_counter() - start)
 
 
@@ -104,7 +105,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    text = [f"### Ensembles, {args.threads} thread(s)", "", *provenance(" ".join(sys.argv)), "",
+    text = [f"### Ensembles, {args.threads} thread(s)", "", *provenance("bench/ensemble.py"), "",
             throughput(args.sizes, args.rounds, args.budget)]
     if args.sweep_jobs:
         launchers = {"basic": [], "joblib (2 processes)": ["hydra/launcher=joblib_1thread"],

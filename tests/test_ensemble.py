@@ -13,24 +13,13 @@ from omegaconf import OmegaConf
 from conftest import REPO, TINY
 from sip_train.ensemble.grouping import group_key, why_single
 from sip_train.ensemble.optimizers import STACKED, member_group
+from sip_train.ensemble.problem import FoldedProblem, fold_batches, member_rows
 from sip_train.ensemble.training import train_ensemble
-from sip_train.problems.exp import Exp
-from sip_train.problems.sine import Sine
+from sip_train.problems.oscillators import Oscillators
 from sip_train.run import train
 from sip_train.summary import read_summary
 
 FAST = ["trainer.max_steps=5", "trainer.val_check_interval=3", "figure_examples=0"]
-
-#: Problem parameters members may differ in (what the problems declare as ensemble_parameters).
-DECLARED = {Sine: ("xi", "phi", "gamma"), Exp: ("x_range",)}
-
-
-@pytest.fixture(autouse=True)
-def declared_parameters(monkeypatch):
-    for problem, names in DECLARED.items():
-        monkeypatch.setattr(problem, "ensemble_parameters", getattr(problem, "ensemble_parameters", names),
-                            raising=False)
-
 
 def metrics(run_dir) -> pd.DataFrame:
     return pd.read_csv(run_dir / "metrics.csv").drop(columns=["time/step_ms"], errors="ignore")
@@ -77,6 +66,20 @@ def test_stacked_optimizers_step_each_member_bit_for_bit_as_torch_optim(optimize
             assert all(torch.equal(saved["state"][index][key], value) for key, value in entry.items())
 
 
+def test_folded_problems_simulate_each_members_rows_with_its_observed_inputs():
+    generator = torch.Generator().manual_seed(0)
+    slow, fast = Oscillators(steps=8, dt=0.125), Oscillators(steps=8, dt=0.25)
+    batches = [slow.sample(3, generator) for _ in range(3)]
+    folded_batch = fold_batches(batches)
+    assert folded_batch[0] is None  # no true control: x* stays absent when folded
+    control = torch.randn(9, 8, generator=generator)
+    folded = FoldedProblem([slow, slow, fast]).simulate(control, *folded_batch[2:])
+    alone = [problem.simulate(control[member_rows(k, 3)], *batch[2:])
+             for k, (problem, batch) in enumerate(zip([slow, slow, fast], batches))]
+    assert torch.equal(folded, torch.cat(alone))
+    assert not torch.allclose(alone[2], slow.simulate(control[member_rows(2, 3)], *batches[2][2:]))
+
+
 CASES = {  # problem, rule, a problem parameter the second member changes
     "sine-adam": ("problem=sine", "optimizer=adam", "problem.xi=100"),
     "sine-sip": ("problem=sine", "optimizer=sip", "problem.xi=30"),
@@ -104,6 +107,9 @@ def test_every_member_logs_what_its_single_run_logs(case, tiny_config, tmp_path)
         pd.testing.assert_frame_equal(member, single, check_exact=False, rtol=2e-5, atol=1e-7)
         alone = read_summary(tmp_path / f"single{i}")
         assert summary == read_summary(tmp_path / f"member{i}")
+        assert summary.keys() == alone.keys() and summary["inverse"] == alone["inverse"]
+        assert (tmp_path / f"member{i}/.hydra/config.yaml").is_file() and (tmp_path / f"single{i}/.hydra/config.yaml").is_file()
+        assert (tmp_path / f"member{i}/figures/learning_curves.png").is_file()
         assert (summary["status"], summary["exit_code"], summary["steps"]) == ("completed", 0, 5)
         assert {k: summary[k] for k in ("problem", "optimizer", "seed", "lr", "metrics_step")} == \
                {k: alone[k] for k in ("problem", "optimizer", "seed", "lr", "metrics_step")}

@@ -25,8 +25,6 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from sip_train.ensemble.grouping import group_key, why_single
-from sip_train.ensemble.training import train_ensemble
 from sip_train.sweep.spec import quote
 
 log = logging.getLogger(__name__)
@@ -67,6 +65,9 @@ class EnsembleLauncher(Launcher):
         return OmegaConf.create(task)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        # imported here, not with the module: Hydra imports every plugin at each start (even --help)
+        from sip_train.ensemble.grouping import group_key, why_single
+
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         groups: dict[str, list[int]] = defaultdict(list)
@@ -115,6 +116,8 @@ class EnsembleLauncher(Launcher):
                    returns: list[JobReturn | None]) -> None:
         """Jobs trained as one ensemble in this process: Hydra sets up each job (its directory, .hydra/ files,
         log file) as for a job of its own, then all train together."""
+        from sip_train.ensemble.training import train_ensemble
+
         log.info("ensemble: %d jobs train together: #%s", len(jobs), ", #".join(str(first + i) for i in jobs))
         prepared: list[tuple[DictConfig, DictConfig]] = []
 

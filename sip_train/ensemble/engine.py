@@ -45,12 +45,13 @@ class EnsembleUpdate:
         outputs = self.network(inputs.view(self.members, -1, *inputs.shape[1:]))
         return self.problem.prepare_prediction(outputs.reshape(len(inputs), *outputs.shape[2:]), y_target)
 
-    def update(self, y_target: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        """One update of every member on its rows of the folded batch, as `UpdateRule.training_step` makes it
-        alone; `step` is the global step it completes (for the divergence record, kept on the device).
+    def update(self, step: int, y_target: torch.Tensor, *observed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One update of every member on its rows of the folded batch (y*, *observed), as
+        `UpdateRule.training_step` makes it alone; `step` is the global step it completes (for the divergence
+        record, kept on the device).
         Returns the members' objectives (K,), per-example objectives, prediction x and simulated y (detached)."""
         x = self.predict(y_target)
-        per_example, y = self.rule.objective(self.problem, x, y_target)
+        per_example, y = self.rule.objective(self.problem, x, y_target, *observed)
         losses = self.problem.member_losses(per_example)
         self.optimizer.zero_grad()
         losses.sum().backward()

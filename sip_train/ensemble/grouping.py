@@ -69,13 +69,13 @@ def why_single(cfg: DictConfig) -> str | None:
         return "compile=true (ensembles run eager)"
     rule = instantiate(cfg.optimizer)
     name = type(rule).__name__
-    if getattr(rule, "needs_double_backward", rule.create_graph):
+    if rule.needs_double_backward:
         return f"rule {name} back-propagates through a gradient (a double backward)"
-    if getattr(rule, "single_process", False) or not getattr(rule, "vectorizable", rule.updates_by_loss):
+    if rule.single_process or not rule.vectorizable:
         return f"rule {name} makes an update of its own kind (not one backward of a loss per member)"
-    inverse = getattr(rule, "inverse", None)
-    if inverse is not None and not getattr(inverse, "vectorizable", True):
-        return f"inverse solver {getattr(inverse, 'name', type(inverse).__name__)} is not per example"
+    inverse = getattr(rule, "inverse", None)  # only rules that use an inverse solver have one
+    if inverse is not None and not inverse.vectorizable:
+        return f"inverse solver {inverse.name} is not per example"
     factory = rule.optimizer_factory
     optimizer_class = factory.func if isinstance(factory, functools.partial) else factory
     if optimizer_class not in STACKED:

@@ -20,6 +20,7 @@ from sip_train.data import SyntheticData
 from sip_train.loggers import describe_run, finish_wandb
 from sip_train.module import InverseProblemModule
 from sip_train.run import _base_summary, _check_run_settings, _is_finished, root_cause
+from sip_train.run_directory import holds_run, save_hydra_files, set_aside
 from sip_train.startup import check_devices, check_resolvable, check_types
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Member:
     saved: dict | None = None
     resume_from: Path | None = None
     finished: bool = False  # nothing left to do (completed before)
+    earlier_run: bool = False  # the run directory held records before this start
 
     @property
     def problem(self):
@@ -73,7 +75,8 @@ def build_member(cfg: DictConfig, hydra: DictConfig | None = None) -> Member:
     is recorded in the member's summary (status failed, exit code 2) and raised as ValueError."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    member = Member(cfg=cfg, hydra=hydra, run_dir=run_dir, summary=_base_summary(cfg, run_dir))
+    member = Member(cfg=cfg, hydra=hydra, run_dir=run_dir, summary=_base_summary(cfg, run_dir),
+                    earlier_run=holds_run(run_dir))
     check_resolvable(cfg)
     _check_run_settings(cfg)
     check_types(cfg)
@@ -91,8 +94,15 @@ def build_member(cfg: DictConfig, hydra: DictConfig | None = None) -> Member:
     return member
 
 
-def start_loggers(member: Member) -> None:
-    """The member's CSV (and other non-W&B) loggers, after its checks passed."""
+def start_records(member: Member) -> None:
+    """Once the member's checks passed, its run directory is its own, as in its single run: an earlier run
+    there that it does not continue is set aside, its .hydra/ files are written, the inverse solver it uses
+    goes into its summary and its CSV (and other non-W&B) loggers start."""
+    if member.earlier_run and member.resume_from is None:
+        log.info("starting afresh: the earlier records in %s are moved to %s", member.run_dir,
+                 set_aside(member.run_dir).name)
+    save_hydra_files(member.cfg, member.hydra.hydra if member.hydra is not None else None, member.run_dir)
+    member.summary["inverse"] = getattr(getattr(member.module.rule, "inverse", None), "name", None)  # as run.train
     member.loggers = [instantiate(block) for block in member.cfg.logger.values() if not is_wandb_block(block)]
 
 

@@ -1,4 +1,5 @@
-"""The members' problems folded into one: a batch of K * B examples, member k's in rows k*B ... (k+1)*B - 1.
+"""The members' problems folded into one: a batch of K * B examples, member k's in rows k*B ... (k+1)*B - 1
+(its observed inputs too, passed to each member's physics with its rows).
 
 Physics, losses and inverse updates work per example, so the members that share a problem instance are
 simulated in one call on their rows; members whose declared problem parameters differ get one call per
@@ -10,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from sip_train.problems.base import InverseProblem
+from sip_train.problems.base import Batch, InverseProblem, batch_rows
 
 
 class FoldedProblem(InverseProblem):
@@ -44,30 +45,29 @@ class FoldedProblem(InverseProblem):
 
     def _each(self, method: Callable[[InverseProblem], Callable], *tensors: torch.Tensor):
         """Call a per-example method of each member's problem on its rows and concatenate (tuples: each part)."""
-        parts = [method(problem)(*(t[rows] for t in tensors)) for problem, rows in self._rows(len(tensors[0]))]
+        parts = [method(problem)(*batch_rows(tensors, rows)) for problem, rows in self._rows(len(tensors[0]))]
         if len(parts) == 1:
             return parts[0]
         if isinstance(parts[0], tuple):
             return tuple(torch.cat(column) for column in zip(*parts))
         return torch.cat(parts)
 
-    def simulate(self, x: torch.Tensor) -> torch.Tensor:
-        return self._each(lambda p: p.simulate, x)
+    def simulate(self, x: torch.Tensor, *observed: torch.Tensor) -> torch.Tensor:
+        return self._each(lambda p: p.simulate, x, *observed)
 
     def y_loss(self, y: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
         return self._each(lambda p: p.y_loss, y, y_target)
 
-    def inverse_update(self, x: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
-        return self._each(lambda p: p.inverse_update, x, y, y_target)
+    def inverse_update(self, x: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor,
+                       *observed: torch.Tensor) -> torch.Tensor:
+        return self._each(lambda p: p.inverse_update, x, y, y_target, *observed)
 
-    def simulate_and_update(self, x: torch.Tensor, y_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._each(lambda p: p.simulate_and_update, x, y_target)
+    def simulate_and_update(self, x: torch.Tensor, y_target: torch.Tensor,
+                            *observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._each(lambda p: p.simulate_and_update, x, y_target, *observed)
 
     def has_inverse_update(self) -> bool:  # an instance's answer: its members' (one class)
         return self.first.has_inverse_update()
-
-    def unknown_mask(self, x: torch.Tensor) -> torch.Tensor:
-        return self.first.unknown_mask(x)
 
     def network_input(self, y_target: torch.Tensor) -> torch.Tensor:
         return self._each(lambda p: p.network_input, y_target)
@@ -83,3 +83,13 @@ class FoldedProblem(InverseProblem):
     def reduce(self, per_example: torch.Tensor) -> torch.Tensor:
         """The sum of the members' batch objectives: its gradient in member k's weights is member k's own."""
         return self.member_losses(per_example).sum()
+
+
+def fold_batches(batches: list[Batch]) -> Batch:
+    """The members' batches (x* or None, y*, *observed) as one, member k's examples in its rows."""
+    return tuple(None if column[0] is None else torch.cat(column) for column in zip(*batches))
+
+
+def member_rows(k: int, rows: int) -> slice:
+    """Member k's rows of a folded batch with `rows` examples per member."""
+    return slice(k * rows, (k + 1) * rows)

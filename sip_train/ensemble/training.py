@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -17,9 +18,15 @@ from sip_train.checkpoints import truncate_metrics
 from sip_train.ensemble.engine import EnsembleUpdate
 from sip_train.ensemble.grouping import check_one_group
 from sip_train.ensemble.members import (PRECISION, Member, build_member, config_error, device_of, replay_to_wandb,
-                                        start_loggers)
+                                        start_records)
+from sip_train.ensemble.problem import fold_batches, member_rows
 from sip_train.ensemble.records import MemberCheckpoints
+from sip_train.learning_curves import draw_learning_curves
+from sip_train.problems.base import Batch, batch_rows
+from sip_train.run import _rounded
+from sip_train.run_directory import holds_run
 from sip_train.summary import read_summary, write_summary
+from sip_train.validation_figures import method_name
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +92,15 @@ class EnsembleRun:
         for k, record in enumerate(self.records):
             record.save_last(lambda: self.checkpoint(k, phase))
 
-    def log_training(self, result: dict[str, torch.Tensor], x_true: torch.Tensor, y_target: torch.Tensor,
-                     step_ms: float | None) -> None:
-        """One row of training metrics per member, computed on its rows as its single run computes them, read
-        from the device in one transfer."""
-        rows = len(x_true) // len(self.members)
+    def log_training(self, result: dict[str, torch.Tensor], batch: Batch, step_ms: float | None) -> None:
+        """One row of training metrics per member, computed on its rows of the folded `batch` as its single run
+        computes them, read from the device in one transfer."""
+        rows = len(batch[1]) // len(self.members)
         names, values = [], []
         for k, member in enumerate(self.members):
-            part = slice(k * rows, (k + 1) * rows)
-            metrics = member.problem.metrics(result["x"][part], x_true[part], result["y"][part], y_target[part])
+            part = member_rows(k, rows)
+            x_true, y_target, *observed = batch_rows(batch, part)
+            metrics = member.problem.metrics(result["x"][part], x_true, result["y"][part], y_target, *observed)
             row = {"train/objective": member.problem.reduce(result["per_example"][part]),
                    **{f"train/{name}": value.mean() for name, value in metrics.items()}}
             names.append(list(row))
@@ -116,22 +123,23 @@ class EnsembleRun:
         counts = torch.tensor(0)
         batches = 0
         for batch, start in enumerate(range(0, data.val_size, data.val_batch_size)):
-            parts = [(x[start: start + data.val_batch_size], y[start: start + data.val_batch_size]) for x, y in sets]
-            x_true, y_target = (torch.cat(column) for column in zip(*parts))
+            folded = fold_batches([batch_rows(s, slice(start, start + data.val_batch_size)) for s in sets])
+            x_true, y_target, *observed = folded
             x = self.update.predict(y_target)
-            y = self.update.problem.simulate(x)
-            rows = len(parts[0][0])
+            y = self.update.problem.simulate(x, *observed)
+            rows = len(y_target) // len(self.members)
             for k, member in enumerate(self.members):
-                part = slice(k * rows, (k + 1) * rows)
+                part = member_rows(k, rows)
+                own = batch_rows(folded, part)
                 key = (id(member), batch)
                 if key not in self.reference:
-                    self.reference[key] = member.problem.reference_metrics(x_true[part], y_target[part])
-                metrics = {**member.problem.metrics(x[part], x_true[part], y[part], y_target[part]), **self.reference[key]}
+                    self.reference[key] = member.problem.reference_metrics(*own)
+                metrics = {**member.problem.metrics(x[part], own[0], y[part], *own[1:]), **self.reference[key]}
                 for name, value in metrics.items():
                     sums[k][name] = sums[k].get(name, torch.tensor(0.0)) + value.mean().cpu() * rows
                 if batch == 0:
-                    figure_batch = tuple(t[part][: self.figure_examples] for t in (x, x_true, y, y_target))
-                    member._figure_batch = figure_batch
+                    member._figure_batch = batch_rows((x[part], own[0], y[part], *own[1:]),
+                                                      slice(self.figure_examples))
             counts = counts + rows
             batches += 1
         for k, member in enumerate(self.members):
@@ -139,6 +147,7 @@ class EnsembleRun:
             member.log_row({f"val/{name}": value for name, value in self.validated[k].items()}, self.step)
             if self.figure_examples > 0:
                 self.figure(member, self.validated[k])
+            draw_learning_curves(member.run_dir)
             counts_k = self.records[k].counts
             if in_fit:
                 counts_k.fit_val_batches += batches
@@ -159,7 +168,9 @@ class EnsembleRun:
         figure = member.problem.figure(*member._figure_batch)
         name = member.problem.primary_metric
         error = validated.get(name)
-        plots.add_title(figure, f"step {self.step}" + (f", val {name} = {error:.4g}" if error is not None else ""))
+        inverse = member.summary.get("inverse")
+        title = method_name(member.module.hparams) + (f" ({inverse})" if inverse else "") + f", step {self.step}"
+        plots.add_title(figure, title + (f", val {name} = {error:.4g}" if error is not None else ""))
         directory = member.run_dir / "figures"
         directory.mkdir(parents=True, exist_ok=True)
         figure.savefig(directory / f"val_step{self.step:07d}.png", dpi=80)
@@ -197,14 +208,13 @@ class EnsembleRun:
         interval_start, interval_step = time.perf_counter(), self.step
         step_ms: float | None = None
         while self.step < self.max_steps and self.members:
-            batches = [m.data.train_batch(self.step, self.device) for m in self.members]
-            x_true, y_target = (torch.cat(column) for column in zip(*batches))
-            result = self.update.update(y_target, self.step + 1)
+            batch = fold_batches([m.data.train_batch(self.step, self.device) for m in self.members])
+            result = self.update.update(self.step + 1, *batch[1:])
             self.step += 1
             if self.step % self.log_every == 0:
                 now = time.perf_counter()
                 step_ms = 1000 * (now - interval_start) / (self.step - interval_step) if self.step > interval_step else None
-                self.log_training(result, x_true, y_target, step_ms)
+                self.log_training(result, batch, step_ms)
                 for record in self.records:
                     record.timer.step_times_ms.append(step_ms)
             if self.step % self.check_every == 0 or self.step % self.val_every == 0 or self.step == self.max_steps:
@@ -237,11 +247,13 @@ def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]]) -> list[dic
     members: list[Member] = []
     index: dict[int, int] = {}
     for i, (cfg, hydra) in enumerate(jobs):
+        earlier_run = holds_run(Path(cfg.run_dir))  # a refused start leaves it as it is
         try:
             member = build_member(cfg, hydra)
         except (ValueError, TypeError, InstantiationException) as error:
             summaries[i] = config_error(cfg, error)
-            write_summary(cfg.run_dir, summaries[i])
+            if not earlier_run:
+                write_summary(cfg.run_dir, summaries[i])
             log.error("error: %s: %s", cfg.run_dir, summaries[i]["status"].removeprefix("failed: "))
             continue
         if member.finished:
@@ -257,7 +269,7 @@ def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]]) -> list[dic
     run = EnsembleRun(members, device)
     run.restore()
     for member in members:
-        start_loggers(member)
+        start_records(member)
     log.info("ensemble: training %d members of %s/%s together on %s", len(members), members[0].summary["problem"],
              members[0].summary["optimizer"], device.type)
 
@@ -281,7 +293,7 @@ def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]]) -> list[dic
         write_summary(member.run_dir, summary)
         summaries[index[id(member)]] = summary
         log.info("%s/%s: %s after %d steps, val %s = %s (run dir %s)", summary["problem"], summary["optimizer"], status,
-                 run.step, primary, summary[primary], member.run_dir)
+                 run.step, primary, _rounded(summary[primary]), member.run_dir)
 
     try:
         run.fit(finish)

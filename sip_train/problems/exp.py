@@ -21,6 +21,7 @@ class Exp(InverseProblem):
 
     x_shape = (1,)
     y_shape = (1,)
+    ensemble_parameters = ("x_range",)  # values an ensemble's members may differ in
 
     def __init__(
         self, x_range: tuple[float, float] = (-12.0, 0.0), clip: float | None = None, batch_reduction: str = "sum"

@@ -31,6 +31,7 @@ class Sine(InverseProblem):
 
     x_shape = (2,)
     y_shape = (2,)
+    ensemble_parameters = ("xi", "phi", "gamma")  # scalars an ensemble's members may differ in
 
     def __init__(
         self,
