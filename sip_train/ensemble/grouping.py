@@ -31,7 +31,7 @@ def vectorisable_keys(cfg: DictConfig) -> list[str]:
                  if _number(value) or (isinstance(value, (list, tuple)) or OmegaConf.is_list(value))
                  and all(_number(v) for v in value)]
     problem_class = get_class(cfg.problem._target_)
-    keys += [f"problem.{name}" for name in getattr(problem_class, "ensemble_parameters", ())]
+    keys += [f"problem.{name}" for name in problem_class.ensemble_parameters]
     return keys
 
 

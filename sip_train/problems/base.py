@@ -52,6 +52,8 @@ class InverseProblem(nn.Module):
     x_shape: tuple[int, ...]
     y_shape: tuple[int, ...]
     primary_metric: str = "x_l1"  # the validation metric (lower is better) that picks the best checkpoint
+    #: scalar constructor arguments that may differ between the members of one vectorised ensemble
+    ensemble_parameters: tuple[str, ...] = ()
     autocast_physics: bool = False  # under bf16-mixed/16-mixed, run the physics and metrics under autocast too
 
     def __init__(self, batch_reduction: str = "sum") -> None:
