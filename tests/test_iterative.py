@@ -94,9 +94,7 @@ def test_trained_networks_are_scored_on_their_own_validation_set(tiny_config, tm
     for rule in ("sip", "adam"):
         cfg = tiny_config("problem=heat", "problem.resolution=8", "network.levels=2", f"optimizer={rule}",
                           "trainer.max_steps=5", f"run_dir={tmp_path / rule}")
-        summary = train(cfg)
-        (tmp_path / rule / ".hydra").mkdir()
-        OmegaConf.save(cfg, tmp_path / rule / ".hydra" / "config.yaml")  # as Hydra saves it
+        summary = train(cfg)  # which writes .hydra/config.yaml, as Hydra would
         runs[rule] = (tmp_path / rule, summary)
     result = compare_runs({rule: run_dir for rule, (run_dir, _) in runs.items()}, tmp_path / "fig13",
                           iterations=4, every=2)

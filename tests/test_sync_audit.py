@@ -67,4 +67,4 @@ def test_the_audit_finds_reads_only_in_log_writes_divergence_checks_and_validati
     assert {LOG_WRITE, "DivergenceGuard", VALIDATION} <= set(rates) <= ALLOWED
     [((operation, site, _), rate)] = rates[LOG_WRITE].items()  # one read per log write: the whole row
     assert operation == "Tensor.tolist (device-to-host read)" and rate == 1.0
-    assert site.startswith("sip_train/module.py:") and site.endswith("(_log_training)")
+    assert site.startswith("sip_train/training_log.py:") and site.endswith("(write)")
