@@ -21,7 +21,6 @@ from sip_train.callbacks import StepTimer
 from sip_train.config import compose_config
 from sip_train.compiled import compile_components
 from sip_train.module import build_components
-from sip_train.sync_audit import as_step_timer
 from sip_train.rules.base import PlainStep
 
 
@@ -168,8 +167,7 @@ def lightning_vs_loops(problem: str, rule: str, resolution: int | None, batch: i
                          f"trainer.val_check_interval={steps}", *extra)
         timer = InterleavedTimer(lambda device: {name: make(cfg, device) for name, make in loops.items()},
                                  args.warmup, args.block, args.blocks)
-        with as_step_timer(timer):
-            summary = sip_train.run.train(cfg)
+        summary = sip_train.run.train(cfg, step_timer=timer)
     if summary["status"] != "completed":
         raise RuntimeError(f"{problem}/{rule}: the Lightning run ended with status {summary['status']}")
     return {"lightning": timer.lightning_ms, **timer.loop_ms, "ratios": timer.ratios, "summary": summary}

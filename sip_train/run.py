@@ -178,8 +178,9 @@ def _rounded(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one network on one problem with one update rule; returns the run summary.
+def train(cfg: DictConfig, step_timer: StepTimer | None = None) -> dict[str, Any]:
+    """Train one network on one problem with one update rule; returns the run summary. `step_timer`: the
+    run's StepTimer, or a subclass that also measures (the benchmarks' hook into each step).
 
     Everything the run produces lands in `cfg.run_dir`: checkpoints/, metrics.csv, figures/,
     the W&B run, .hydra/ and summary.json (written even when training fails, diverges or is
@@ -202,12 +203,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary = _base_summary(cfg, run_dir)
     threads_before = torch.get_num_threads()
     try:
-        return _train(cfg, run_dir, earlier_run, is_rank_zero, summary)
+        return _train(cfg, run_dir, earlier_run, is_rank_zero, summary, step_timer or StepTimer())
     finally:
         torch.set_num_threads(threads_before)  # the next job of an in-process multirun gets its own setting
 
 
-def _train(cfg: DictConfig, run_dir: Path, earlier_run: bool, is_rank_zero: bool, summary: dict[str, Any]) -> dict:
+def _train(cfg: DictConfig, run_dir: Path, earlier_run: bool, is_rank_zero: bool, summary: dict[str, Any],
+           timer: StepTimer) -> dict:
     try:
         check_resolvable(cfg)
         _check_run_settings(cfg)
@@ -226,7 +228,7 @@ def _train(cfg: DictConfig, run_dir: Path, earlier_run: bool, is_rank_zero: bool
                                       cfg.get("compile", False), cfg.get("updates_per_step", 1))
         data = instantiate(cfg.data, problem=module.problem, seed=cfg.seed)
         last_checkpoint = checkpoint_dir(run_dir) / LAST
-        timer, validation = StepTimer(), LatestValidation()
+        validation = LatestValidation()
         guard = DivergenceGuard(str(last_checkpoint), cfg.get("divergence_check_every", 10))
         preemption = Preemption()
         best = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="best-step{step}", auto_insert_metric_name=False,

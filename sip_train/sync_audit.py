@@ -15,8 +15,6 @@ import traceback
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
-from unittest import mock
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -248,13 +246,6 @@ class PhaseTracker(StepTimer):
         return rates
 
 
-@contextlib.contextmanager
-def as_step_timer(timer: StepTimer) -> Iterator[None]:
-    """Make `sip_train.run.train` use `timer` as the run's StepTimer (it does the StepTimer's job too)."""
-    with mock.patch.object(sip_train.run, "StepTimer", lambda: timer):
-        yield
-
-
 class _Terminal:
     """A stream that says it is a terminal (what the progress bar checks), writing to another."""
 
@@ -278,6 +269,6 @@ def audit_run(cfg: DictConfig, forbid: bool = False, warmup: int = 1, terminal: 
     recorder = SyncRecorder(skip_host_state=device.type == "cpu", allowed=ALLOWED if forbid else None)
     tracker = PhaseTracker(recorder, warmup)
     stdout = contextlib.redirect_stdout(_Terminal(sys.stdout)) if terminal else contextlib.nullcontext()
-    with as_step_timer(tracker), stdout:
-        summary = sip_train.run.train(cfg)
+    with stdout:
+        summary = sip_train.run.train(cfg, step_timer=tracker)
     return summary, tracker
