@@ -123,7 +123,7 @@ def test_a_problem_and_a_rule_from_a_user_folder_train_through_train_py(optimize
     assert curve["val/x_l1"].iloc[-1] < 0.6 * curve["val/x_l1"].iloc[0]  # it really learns
     assert Path(summary["last_checkpoint"]).is_file() and Path(summary["best_checkpoint"]).is_file()
     assert sorted(p.name for p in (run_dir / "figures").glob("*.png")) == [
-        "val_step0000000.png", "val_step0000100.png", "val_step0000200.png"]
+        "learning_curves.png", "val_step0000000.png", "val_step0000100.png", "val_step0000200.png"]
 
 
 def test_an_unknown_user_problem_lists_the_user_problems_with_the_packaged_ones(user_folder, tmp_path):

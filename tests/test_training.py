@@ -45,7 +45,7 @@ def test_a_run_directory_holds_summary_metrics_checkpoints_and_figures(tiny_conf
     assert checkpoint["global_step"] == 5
     assert summary["best_checkpoint"]
     assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == [
-        "val_step0000000.png", "val_step0000002.png", "val_step0000004.png", "val_step0000005.png"]
+        "learning_curves.png", "val_step0000000.png", "val_step0000002.png", "val_step0000004.png", "val_step0000005.png"]
 
 
 def test_load_from_checkpoint_rebuilds_the_trained_model(tiny_config, tmp_path):
