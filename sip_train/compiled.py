@@ -3,6 +3,7 @@ rule declares), and one whole compiled update (network, physics, objective, back
 from __future__ import annotations
 
 import logging
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -84,32 +85,45 @@ def compile_update(step: StepInterface, rule: UpdateRule, optimizer: torch.optim
     return CompiledUpdate(step, rule, optimizer, options)
 
 
-class CompiledUpdate:
-    """One whole update of a rule whose update is `rule.loss`, backward and an optimizer step, under one
-    torch.compile: the network, the physics and the objective become one graph with its compiled backward (more
-    where they read the host), the optimizer step another (torch breaks the graph around `Optimizer.step` on
-    purpose), with none of the framework's Python in between. With CUDA graphs (mode "reduce-overhead") the outputs are copied out of the graphs'
-    memory, which the next update reuses."""
+class LossStep:
+    """One update made of a loss, one backward and one optimizer step, under torch.compile's `options` (None: eager).
 
-    def __init__(self, step: StepInterface, rule: UpdateRule, optimizer: torch.optim.Optimizer,
-                 options: dict) -> None:
-        self.step, self.rule, self.optimizer = step, rule, optimizer
-        self.cuda_graphs = options.get("mode") == "reduce-overhead"
-        self.compiled = torch.compile(self._update, **options)
+    `loss(*inputs)` returns the value to back-propagate and the outputs to return (all returned detached). Compiled,
+    the loss and its backward become one graph (more where they read the host), the optimizer step another (torch
+    breaks the graph around `Optimizer.step` on purpose), with none of the framework's Python in between. With CUDA
+    graphs (mode "reduce-overhead") the outputs are copied out of the graphs' memory, which the next update reuses."""
 
-    def _update(self, y_target: torch.Tensor, *observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        loss, x, y = self.rule.loss(self.step, y_target, *observed)
-        result = loss.detach(), x.detach(), y
+    def __init__(self, loss: Callable[..., tuple[torch.Tensor, ...]], optimizer: torch.optim.Optimizer | Any,
+                 options: dict | None) -> None:
+        self.loss, self.optimizer = loss, optimizer
+        self.cuda_graphs = options is not None and options.get("mode") == "reduce-overhead"
+        self.update = self._update if options is None else torch.compile(self._update, **options)
+
+    def _update(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        loss, *outputs = self.loss(*inputs)
+        result = loss.detach(), *(output.detach() for output in outputs)
         loss.backward()
         self.optimizer.step()
         return result
 
-    def __call__(self, y_target: torch.Tensor, *observed: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One update on y_target (and the problem's observed inputs); the batch objective, prediction and simulation as `UpdateRule.training_step`."""
+    def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One update on `inputs`: the loss and the outputs, detached."""
         self.optimizer.zero_grad()
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        loss, x, y = self.compiled(y_target, *observed)
-        if self.cuda_graphs:
-            loss, x, y = loss.clone(), x.clone(), y.clone()
+        result = self.update(*inputs)
+        return tuple(value.clone() for value in result) if self.cuda_graphs else result
+
+
+class CompiledUpdate(LossStep):
+    """One whole update of a rule whose update is `rule.loss`, backward and an optimizer step, compiled as
+    `LossStep` compiles it: network, physics and objective, their backward, the optimizer step."""
+
+    def __init__(self, step: StepInterface, rule: UpdateRule, optimizer: torch.optim.Optimizer,
+                 options: dict) -> None:
+        super().__init__(lambda y_target, *observed: rule.loss(step, y_target, *observed), optimizer, options)
+
+    def __call__(self, y_target: torch.Tensor, *observed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One update on y_target (and the problem's observed inputs); the batch objective, prediction and simulation as `UpdateRule.training_step`."""
+        loss, x, y = self.run(y_target, *observed)
         return {"loss": loss, "x": x, "y": y}

@@ -22,9 +22,10 @@ def _number(value: Any) -> bool:
 
 def vectorisable_keys(cfg: DictConfig) -> list[str]:
     """The keys whose values members of one ensemble may differ in: the seed, the optimizer's learning rate
-    and scalar settings, and the scalar problem parameters the problem class declares in
+    and scalar settings, and the scalar parameters the rule class and the problem class declare in their
     `ensemble_parameters`."""
     keys = ["seed", "optimizer.lr"]
+    keys += [f"optimizer.{name}" for name in get_class(cfg.optimizer._target_).ensemble_parameters]
     inner = cfg.optimizer.get("optimizer")
     if isinstance(inner, DictConfig):
         keys += [f"optimizer.optimizer.{key}" for key, value in inner.items()
@@ -65,8 +66,6 @@ def why_single(cfg: DictConfig) -> str | None:
         return "several processes per run (DDP)"
     if str(trainer.get("precision", PRECISION)) not in (PRECISION, "32"):
         return f"precision {trainer.get('precision')} (ensembles train in {PRECISION})"
-    if cfg.get("compile"):
-        return "compile=true (ensembles run eager)"
     rule = instantiate(cfg.optimizer)
     name = type(rule).__name__
     if rule.needs_double_backward:

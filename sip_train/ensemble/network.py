@@ -19,6 +19,7 @@ class StackedNetwork:
         if any(True for network in networks for _ in network.buffers()):
             raise ValueError("an ensemble cannot stack networks with buffers (e.g. batch norm statistics)")
         self.skeleton = copy.deepcopy(networks[0]).to("meta")
+        self.skeleton._compiled_call_impl = None  # a member compiled alone (compile=true): the ensemble compiles its own
         self.params, _ = stack_module_state(networks)
         self.names = list(self.params)
         self._forward = vmap(self._member_forward)

@@ -79,11 +79,17 @@ class StackedOptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
-        self.steps += 1
-        self.prepare_step()
+        self.advance()
         for name, param in self.params.items():
             if param.grad is not None:
                 self.update(param, param.grad, self.state[name])
+
+    @torch.compiler.disable
+    def advance(self) -> None:
+        """Count the step and compute its per-step values, eager also in a compiled update (a compiled graph
+        would be specialised on the Python step count, and compiled again at every step)."""
+        self.steps += 1
+        self.prepare_step()
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError

@@ -44,6 +44,9 @@ class UpdateRule:
     `single_process` (refused with several processes), `needs_full_precision` (refused in reduced
     precision), `updates_by_loss` (an update is `loss`, backward and an optimizer step: compilable
     whole) and `vectorizable` (can be trained as a vectorised ensemble of networks).
+    `ensemble_parameters` names the scalar constructor arguments an ensemble's members may differ in: the
+    rule must use each only as a factor on per-example values in `objective`, so that an ensemble can set it
+    to a column with one row per example (each member's value on its rows).
 
     Args:
         optimizer: a torch optimizer class or partial (Hydra `_partial_: true`), given `lr`.
@@ -54,6 +57,7 @@ class UpdateRule:
 
     single_process: bool = False
     needs_full_precision: bool = False
+    ensemble_parameters: tuple[str, ...] = ()
 
     def __init__(self, optimizer: OptimizerFactory, lr: float, create_graph: bool = False) -> None:
         self.optimizer_factory = optimizer

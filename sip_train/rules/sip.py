@@ -24,6 +24,8 @@ class ProxyRule(UpdateRule):
         proxy_norm: "l2" (1/2 sum of squares) or "l1" (sum of absolute values) per example.
     """
 
+    ensemble_parameters = ("eta",)  # a factor on each example's update: members may differ in it
+
     def __init__(self, optimizer: OptimizerFactory, lr: float, eta: float = 1.0, proxy_norm: str = "l2",
                  create_graph: bool = False) -> None:
         super().__init__(optimizer, lr, create_graph)
