@@ -1,120 +1,212 @@
 """Ensembles against sequential runs: member-updates per second of K members trained as one vectorised
-ensemble and of the same K members trained one after another (the bare update of a single run), and the
-wall time of a whole sine sweep with the basic, joblib and ensemble launchers.
+ensemble and of the same members trained one after another (a single run's bare update), eager and compiled;
+and the wall time of a whole sine sweep with the basic, joblib and ensemble launchers (and W&B's cost).
 
-    python bench/ensemble.py --threads 1 --sizes 1 4 16 64 256 --out bench/ensemble_results.md
-    python bench/ensemble.py --sweep-jobs 48      # also the sweep's wall time (minutes)
+    python bench/ensemble.py --threads 1 2 --sweep-jobs 48 --out BENCHMARKS.md
 
-Interleaved: each round times the ensemble and the sequential runs of every K back to back, so a busy
-machine slows both alike; the table gives medians over rounds. Data generation is included in both.
+Interleaved: each round times the sequential update and the ensemble of every K back to back, so a busy machine
+slows both alike; the table gives medians over rounds of the rates and of the per-round ratios. A sequential
+run's rate does not depend on K (K runs one after another take K times as long), so it is measured on one run
+per round. Data generation is included in both. Compiled variants are timed after their compilation (the first
+updates, not timed) and only where `--compiled` names them: Inductor takes a minute or more per graph on a
+shared 2-core CPU.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from _report import REPO, markdown_table, provenance, publish
 from hydra.utils import instantiate
 
+from sip_train.compiled import CompiledUpdate, update_compile_options
+from sip_train.components import build_components
 from sip_train.config import compose_config
 from sip_train.ensemble.engine import EnsembleUpdate
 from sip_train.ensemble.problem import fold_batches
-from sip_train.components import build_components
 from sip_train.rules.base import PlainStep
 
-PROBLEMS = {  # name: overrides (a U-Net problem keeps batch-norm buffers: it runs as single jobs)
-    "sine": ["problem=sine", "optimizer=adam"],
-    "exp": ["problem=exp", "optimizer=adam"],
-    "oscillators": ["problem=oscillators", "optimizer=adam"],
-    "sine-sip": ["problem=sine", "optimizer=sip"],
+CPU = torch.device("cpu")
+#: name: (overrides, member-updates per measurement, largest K). The U-Net runs without batch norm (whose
+#: statistics are buffers that an ensemble cannot update per member), on a 16 x 16 Poisson problem.
+PROBLEMS = {
+    "sine": (["problem=sine", "optimizer=adam"], 1500, 256),
+    "exp": (["problem=exp", "optimizer=adam"], 1000, 256),
+    "oscillators": (["problem=oscillators", "optimizer=adam"], 200, 64),
+    "poisson U-Net": (["problem=poisson", "optimizer=adam", "problem.resolution=16", "network=unet",
+                       "network.batch_norm=false", "network.levels=2", "data.batch_size=8"], 40, 64),
 }
+WARMUP = 3  # untimed updates first (the compiled variants compile in them)
+
+Stepper = Callable[[int], None]  # makes n more updates
 
 
-def members(overrides: list[str], k: int):
+def members(overrides: list[str], k: int) -> list[tuple]:
     """K members of one problem and rule (seeds 0 ... K-1): their problem, network, rule and data."""
     built = []
+    cfg = compose_config([*overrides, "logger=csv"], tempfile.gettempdir())
     for seed in range(k):
-        cfg = compose_config([*overrides, "logger=csv", f"seed={seed}"], tempfile.gettempdir())
         problem, network, rule = build_components(cfg.problem, cfg.optimizer, cfg.network, seed)
         built.append((problem, network, rule, instantiate(cfg.data, problem=problem, seed=seed)))
     return built
 
 
-def ensemble_rate(built, updates: int) -> float:
-    """Member-updates per second of the members trained as one ensemble."""
-    update = EnsembleUpdate([built[0][0]] * len(built), [b[1] for b in built], [b[2] for b in built], torch.device("cpu"))
+def ensemble_stepper(built: list[tuple], compiled: bool, device: torch.device = CPU) -> Stepper:
+    """The members trained as one ensemble (all members share the first one's problem)."""
+    update = EnsembleUpdate([built[0][0]] * len(built), [b[1] for b in built], [b[2] for b in built], device,
+                            {} if compiled else None)
+    step = 0
+
+    def run(updates: int) -> None:
+        nonlocal step
+        for _ in range(updates):
+            batch = fold_batches([data.train_batch(step, device) for *_, data in built])
+            update.update(step + 1, *batch[1:])  # y* and the observed inputs
+            step += 1
+    return run
+
+
+def single_stepper(member: tuple, compiled: bool, device: torch.device = CPU) -> Stepper:
+    """One member's single run: `rule.training_step`, or compile=true's whole compiled update."""
+    problem, network, rule, data = member
+    plain = PlainStep(problem.to(device), network.to(device), rule)
+    whole = CompiledUpdate(plain, rule, plain.optimizer(), update_compile_options({}, device)) if compiled else None
+    step = 0
+
+    def run(updates: int) -> None:
+        nonlocal step
+        for _ in range(updates):
+            batch = data.train_batch(step, device)[1:]
+            whole(*batch) if whole is not None else rule.training_step(plain, *batch)
+            step += 1
+    return run
+
+
+def rate(stepper: Stepper, updates: int, k: int, device: torch.device = CPU) -> float:
+    """Member-updates per second of `updates` updates of a stepper that updates k members at a time."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
-    for step in range(updates):
-        batch = fold_batches([data.train_batch(step, torch.device("cpu")) for *_, data in built])
-        update.update(step + 1, *batch[1:])  # y* and the observed inputs
-    return len(built) * updates / (time.perf_counter() - start)
+    stepper(updates)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return k * updates / (time.perf_counter() - start)
 
 
-def sequential_rate(built, updates: int) -> float:
-    """Member-updates per second of the members trained one after another (a single run's bare update)."""
-    start = time.perf_counter()
-    for problem, network, rule, data in built:
-        step_interface = PlainStep(problem, network, rule)
-        for step in range(updates):
-            rule.training_step(step_interface, *data.train_batch(step, torch.device("cpu"))[1:])
-    return len(built) * updates / (time.perf_counter() - start)
-
-
-def throughput(sizes: list[int], rounds: int, budget: int) -> str:
+def speedups(name: str, ks: list[int], compiled: bool, rounds: int, device: torch.device = CPU) -> list[list]:
+    """Rows (problem, mode, K, ensemble rate, sequential rate, speed-up with each round's) of one problem of
+    PROBLEMS: the ensembles of every K and one single run, interleaved round by round."""
+    overrides, budget, _ = PROBLEMS[name]
+    torch._dynamo.reset()
+    single = single_stepper(members(overrides, 1)[0], compiled, device)
+    ensembles = {k: ensemble_stepper(members(overrides, k), compiled, device) for k in ks}
+    single(WARMUP)
+    for stepper in ensembles.values():
+        stepper(WARMUP)
+    measured: dict[int, tuple[list, list, list]] = {k: ([], [], []) for k in ks}
+    for _ in range(rounds):
+        sequential = rate(single, max(WARMUP, budget // 4), 1, device)
+        for k, stepper in ensembles.items():
+            together = rate(stepper, max(WARMUP, budget // k), k, device)
+            ens, seq, ratio = measured[k]
+            ens.append(together), seq.append(sequential), ratio.append(together / sequential)
     rows = []
-    for name, overrides in PROBLEMS.items():
-        for k in sizes:
-            updates = max(5, budget // k)
-            ratios, ens, seq = [], [], []
-            for _ in range(rounds):
-                e = ensemble_rate(members(overrides, k), updates)
-                s = sequential_rate(members(overrides, min(k, 4)), updates)  # per-member rate does not depend on K
-                ens.append(e), seq.append(s), ratios.append(e / s)
-            rows.append([name, k, f"{statistics.median(ens):,.0f}", f"{statistics.median(seq):,.0f}",
-                         f"{statistics.median(ratios):.1f}x"])
-            print(rows[-1], flush=True)
-    return markdown_table(["problem", "K", "ensemble member-updates/s", "sequential member-updates/s", "speed-up"],
-                          rows)
+    for k, (ens, seq, ratio) in measured.items():
+        rows.append([name, "compiled" if compiled else "eager", k, f"{statistics.median(ens):,.0f}",
+                     f"{statistics.median(seq):,.0f}",
+                     f"{statistics.median(ratio):.1f}x ({', '.join(f'{r:.1f}' for r in ratio)})"])
+        print(rows[-1], flush=True)
+    return rows
 
 
-def sweep_time(jobs: int, launcher: list[str]) -> float:
-    """Wall time of a plain `train.py -m` sweep of `jobs` sine jobs (seeds x lr) with a launcher."""
+HEADER = ["problem", "mode", "K", "ensemble member-updates/s", "sequential member-updates/s", "speed-up (rounds)"]
+
+
+def throughput(sizes: list[int], rounds: int, compiled: set[str], compiled_sizes: list[int],
+               threads: int) -> tuple[str, list[str]]:
+    """The speed-up table at `threads` torch threads, and notes on what was not run."""
+    torch.set_num_threads(threads)
+    rows, notes = [], []
+    for name, (_, _, largest) in PROBLEMS.items():
+        ks = [k for k in sizes if k <= largest]
+        if len(ks) < len(sizes):
+            notes.append(f"{name}: K > {largest} not run (time)")
+        rows += speedups(name, ks, False, rounds)
+        if name in compiled:
+            notes.append(f"{name} compiled: K = {', '.join(map(str, compiled_sizes))} only (Inductor's compile time)")
+            rows += speedups(name, [k for k in ks if k in compiled_sizes], True, rounds)
+    return markdown_table(HEADER, rows), notes
+
+
+def sweep_time(jobs: int, launcher: list[str], logger: str = "csv") -> float:
+    """Wall time of a plain `train.py -m` sweep of `jobs` sine jobs (seeds x lr) with a launcher, one thread per
+    process."""
     seeds = ",".join(str(s) for s in range(jobs // 2))
     with tempfile.TemporaryDirectory() as directory:
         command = [sys.executable, "train.py", "-m", "problem=sine", "optimizer=adam", f"seed={seeds}",
-                   "optimizer.lr=1e-3,3e-3", "logger=csv", "trainer.max_steps=1000", "trainer.val_check_interval=500",
-                   "trainer.enable_progress_bar=false", f"hydra.sweep.dir={directory}", *launcher]
+                   "optimizer.lr=1e-3,3e-3", f"logger={logger}", "trainer.max_steps=1000",
+                   "trainer.val_check_interval=500", "trainer.enable_progress_bar=false",
+                   f"hydra.sweep.dir={directory}", *launcher]
         start = time.perf_counter()
-        subprocess.run(command, cwd=REPO, check=True, capture_output=True)
-        return time.perf_counter() - start
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"})
+        seconds = time.perf_counter() - start
+        finished = len(list(Path(directory).glob("**/summary.json")))
+        if done.returncode or finished != jobs:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            raise RuntimeError(f"exit {done.returncode}, {finished} of {jobs} summaries: {tail}")
+        return seconds
+
+
+def sweeps(jobs: int) -> str:
+    launchers = {"basic": ([], "csv"), "joblib (2 processes)": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "csv"),
+                 "ensemble": (["hydra/launcher=ensemble"], "csv"), "ensemble, W&B offline": (["hydra/launcher=ensemble"], "wandb")}
+    seconds = {}
+    for name, (extra, logger) in launchers.items():
+        seconds[name] = sweep_time(jobs, extra, logger)
+        print(name, f"{seconds[name]:.0f} s", flush=True)
+    rows = [[name, f"{value:.0f}", f"{seconds['basic'] / value:.1f}x"] for name, value in seconds.items()]
+    wandb_cost = (seconds["ensemble, W&B offline"] - seconds["ensemble"]) / jobs
+    return "\n".join([f"{jobs} sine jobs of 1,000 steps (`train.py -m ... seed=0..{jobs // 2 - 1} optimizer.lr=1e-3,3e-3`, "
+                      "one torch thread per process, one run of each):", "",
+                      markdown_table(["launcher", "wall time (s)", "vs basic"], rows), "",
+                      f"W&B (offline) costs the ensemble {wandb_cost:.2f} s per member more than CSV logging."])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16, 64, 256])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--budget", type=int, default=2000, help="member-updates per measurement (at least 5 updates)")
+    parser.add_argument("--compiled", nargs="*", default=["sine"], choices=list(PROBLEMS),
+                        help="problems also timed compiled (Inductor), at the first thread count only")
+    parser.add_argument("--compiled-sizes", type=int, nargs="*", default=[64], help="the K timed compiled")
     parser.add_argument("--sweep-jobs", type=int, default=0, help="also time a sweep of this many sine jobs")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    text = [f"### Ensembles, {args.threads} thread(s)", "", *provenance("bench/ensemble.py"), "",
-            throughput(args.sizes, args.rounds, args.budget)]
-    if args.sweep_jobs:
-        launchers = {"basic": [], "joblib (2 processes)": ["hydra/launcher=joblib_1thread"],
-                     "ensemble": ["hydra/launcher=ensemble"]}
-        rows = [[name, f"{sweep_time(args.sweep_jobs, extra):.0f}"] for name, extra in launchers.items()]
-        text += ["", f"{args.sweep_jobs} sine jobs of 1,000 steps (`train.py -m`, CSV logging):", "",
-                 markdown_table(["launcher", "wall time (s)"], rows)]
-    publish("\n".join(text), args.out, f"Ensembles ({args.threads} thread)")
-
+    torch._dynamo.config.recompile_limit = 64  # one compiled update per problem and K in one process
+    text = ["## Ensembles against sequential runs", "", *provenance("bench/ensemble.py"), ""]
+    parts = [("throughput", threads) for threads in args.threads[:1]]
+    parts += [("sweeps", None)] * bool(args.sweep_jobs) + [("throughput", threads) for threads in args.threads[1:]]
+    for part, threads in parts:  # the section is written after each part: a long run leaves what it measured
+        if part == "sweeps":
+            text += ["### Whole sweeps", "", sweeps(args.sweep_jobs), ""]
+        else:
+            first = threads == args.threads[0]
+            table, notes = throughput(args.sizes, args.rounds, set(args.compiled) if first else set(),
+                                      args.compiled_sizes, threads)
+            text += [f"### {threads} torch thread(s), load average "
+                     + "/".join(f"{load:.1f}" for load in os.getloadavg()) + " after it", "", table, ""]
+            text += [f"- {note}" for note in notes] + [""]
+        publish("\n".join(text), args.out, "ensemble")
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,9 @@ would overrun --budget-s is skipped and said so:
    second from the median block, peak GPU memory of the run;
 3. bare-loop variants: Adam step, SIP step, the network's forward + backward, and the parts of a step;
 4. the same Lightning-vs-bare comparison on a small grid (the framework's fixed host time per step);
-5. compile=true vs eager (bench/compile.py): speed-up, compile time, difference of results.
+5. compile=true vs eager (bench/compile.py): speed-up, compile time, difference of results;
+6. ensembles (bench/ensemble.py): member-updates per second of K members trained as one vectorised ensemble
+   against one single run, sine and oscillators, K up to 4,096, eager and compiled.
 
 `--device cpu` with small sizes is a dry run of the script itself (the audit then uses the CPU stand-in):
     python bench/gpu_benchmark.py --device cpu --problems poisson --resolution 16 --batch 4 --blocks 2 \
@@ -37,6 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compile as compile_bench  # noqa: E402
+import ensemble as ensemble_bench  # noqa: E402
 import _loops  # noqa: E402
 import overhead  # noqa: E402
 import sync_audit  # noqa: E402
@@ -92,6 +95,8 @@ def main() -> None:
     parser.add_argument("--compare-steps", type=int, default=5, help="compile: steps of each before timing")
     parser.add_argument("--compile-blocks", type=int, default=10, help="compile: timed samples per variant")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile phase")
+    parser.add_argument("--ensemble-sizes", type=int, nargs="*", default=[1, 16, 256, 1024, 4096],
+                        help="ensembles: the K timed (none: skip the phase)")
     parser.add_argument("--budget-s", type=float, default=420.0, help="wall-clock for all phases")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -104,7 +109,7 @@ def main() -> None:
     _loops.quiet()
     problems, missing = _loops.available_problems(args.problems)
     results: dict[str, dict] = {"sync_free": {}, "audit": {}, "training": {}, "variants": {}, "small": {},
-                                "compile": {}}
+                                "compile": {}, "ensemble": []}
     skipped: list[str] = [f"{p} (no config)" for p in missing]
 
     def report() -> None:
@@ -176,6 +181,17 @@ def main() -> None:
                     problem, rule, resolution, batch, timing)
                 report()
     report()
+
+    device = torch.device(args.device)
+    for problem in ("sine", "oscillators"):
+        for compiled in (False, True):
+            if not args.ensemble_sizes:
+                break
+            if not budget.allows(120 if compiled else 60):
+                skipped.append(f"ensembles {problem}{' compiled' if compiled else ''} (budget)")
+                continue
+            results["ensemble"] += ensemble_bench.speedups(problem, args.ensemble_sizes, compiled, 2, device)
+            report()
     if any(verdict.startswith("✗") for verdict in results["sync_free"].values()):
         sys.exit("error: a training step synchronised host and device (see the table above)")
 
@@ -217,6 +233,12 @@ def section(args: argparse.Namespace, problems: list[str], results: dict, skippe
     if results["compile"]:
         lines += ["### compile=true vs eager (bare loop)", "",
                   compile_bench.table(results["compile"], args.compare_steps), ""]
+    if results["ensemble"]:
+        lines += ["### Ensembles against sequential runs", "",
+                  "Member-updates per second of K members trained as one vectorised ensemble against one single "
+                  "run's bare update (its rate times K for K runs one after another), data generation included, "
+                  "interleaved over 2 rounds (bench/ensemble.py's `speedups`).", "",
+                  markdown_table(ensemble_bench.HEADER, results["ensemble"]), ""]
     lines += provenance("bench/gpu_benchmark.py")
     return "\n".join(lines)
 

@@ -36,8 +36,11 @@ class StackedOptimizer:
         device = next(iter(params.values())).device
         self.hyper = {key: torch.tensor([float(group[key]) for group in groups], dtype=torch.float64, device=device)
                       for key in self.scalars}
+        self.hyper["minus_lr"] = -self.hyper["lr"]  # values derived from the hyper-parameters live here too
         self.state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in params}
+        self.per_step: dict[str, torch.Tensor] = {}  # values of the current step (K,), set by `prepare_step`
         self._columns: dict[tuple, torch.Tensor] = {}
+        self._step_columns: dict[tuple, torch.Tensor] = {}
 
     @classmethod
     def static_keys(cls) -> tuple[str, ...]:
@@ -64,11 +67,17 @@ class StackedOptimizer:
             self._columns[cache_key] = self.column(self.hyper[key], like)
         return self._columns[cache_key]
 
-    def add_scaled_(self, target: torch.Tensor, source: torch.Tensor, key: str, sign: float = 1.0) -> None:
-        """target += sign * hyper[key] * source per member: torch's `add_(source, alpha=...)` (one fused
-        multiply-add, which `addcmul_` with a column computes alike)."""
-        target.addcmul_(source, self.hyper_column(key, target) if sign == 1.0 else self.column(sign * self.hyper[key],
-                                                                                                target))
+    def step_column(self, key: str, like: torch.Tensor) -> torch.Tensor:
+        """`per_step[key]` as a column for `like`, made once per step and shape (not once per parameter)."""
+        cache_key = (key, like.dim(), like.dtype)
+        if cache_key not in self._step_columns:
+            self._step_columns[cache_key] = self.column(self.per_step[key], like)
+        return self._step_columns[cache_key]
+
+    def add_scaled_(self, target: torch.Tensor, source: torch.Tensor, key: str) -> None:
+        """target += hyper[key] * source per member: torch's `add_(source, alpha=...)` (one fused multiply-add,
+        which `addcmul_` with a column computes alike)."""
+        target.addcmul_(source, self.hyper_column(key, target))
 
     def zero_grad(self) -> None:
         for param in self.params.values():
@@ -89,6 +98,7 @@ class StackedOptimizer:
         """Count the step and compute its per-step values, eager also in a compiled update (a compiled graph
         would be specialised on the Python step count, and compiled again at every step)."""
         self.steps += 1
+        self._step_columns = {}
         self.prepare_step()
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
@@ -146,8 +156,9 @@ class StackedAdam(StackedOptimizer):
         if groups[0]["amsgrad"] or groups[0].get("decoupled_weight_decay"):
             raise ValueError("ensembles support Adam without amsgrad and decoupled weight decay")
         device = next(iter(params.values())).device
-        self.beta1, self.beta2 = (torch.tensor([float(group["betas"][i]) for group in groups], dtype=torch.float64,
-                                               device=device) for i in (0, 1))
+        beta1, beta2 = (torch.tensor([float(group["betas"][i]) for group in groups], dtype=torch.float64,
+                                     device=device) for i in (0, 1))
+        self.hyper.update(beta1=beta1, beta2=beta2, one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2)
 
     @classmethod
     def static_keys(cls) -> tuple[str, ...]:
@@ -160,24 +171,29 @@ class StackedAdam(StackedOptimizer):
 
     def prepare_step(self) -> None:
         # torch computes these in Python floats (double) per step, then applies them in the parameter's dtype
-        self._step_size = self.hyper["lr"] / (1 - self.beta1 ** self.steps)
-        self._correction2_sqrt = (1 - self.beta2 ** self.steps) ** 0.5
+        self.per_step["minus_step_size"] = -(self.hyper["lr"] / (1 - self.hyper["beta1"] ** self.steps))
+        self.per_step["correction2_sqrt"] = (1 - self.hyper["beta2"] ** self.steps) ** 0.5
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         self._zeros(state, param, "exp_avg", "exp_avg_sq")
         grad = self.decayed(grad, param)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(grad, self.column(1 - self.beta1, param))
+        exp_avg.lerp_(grad, self.hyper_column("one_minus_beta1", param))
         # torch's addcmul_(t1, t2, value=v) and addcdiv_(t1, t2, value=v) are addcmul_(v * t1, t2), addcdiv_(v * t1, t2)
-        exp_avg_sq.mul_(self.column(self.beta2, param)).addcmul_(self.column(1 - self.beta2, param) * grad, grad)
-        denom = (exp_avg_sq.sqrt() / self.column(self._correction2_sqrt, param)).add_(self.hyper_column("eps", param))
-        param.addcdiv_(self.column(-self._step_size, param) * exp_avg, denom)
+        exp_avg_sq.mul_(self.hyper_column("beta2", param)).addcmul_(self.hyper_column("one_minus_beta2", param) * grad,
+                                                                    grad)
+        denom = (exp_avg_sq.sqrt() / self.step_column("correction2_sqrt", param)).add_(self.hyper_column("eps", param))
+        param.addcdiv_(self.step_column("minus_step_size", param) * exp_avg, denom)
 
 
 class StackedSGD(StackedOptimizer):
     torch_class = torch.optim.SGD
     scalars = ("lr", "momentum", "dampening", "weight_decay")
     state_keys = ("momentum_buffer",)
+
+    def __init__(self, params: dict[str, torch.Tensor], groups: list[Group]) -> None:
+        super().__init__(params, groups)
+        self.hyper["one_minus_dampening"] = 1 - self.hyper["dampening"]
 
     @classmethod
     def static_keys(cls) -> tuple[str, ...]:
@@ -195,13 +211,13 @@ class StackedSGD(StackedOptimizer):
                 state["momentum_buffer"] = grad.detach().clone()
             else:
                 buffer = state["momentum_buffer"].mul_(self.hyper_column("momentum", param))
-                buffer.addcmul_(grad, self.column(1 - self.hyper["dampening"], param))
+                buffer.addcmul_(grad, self.hyper_column("one_minus_dampening", param))
             if group["nesterov"]:
                 grad = grad.clone()
                 self.add_scaled_(grad, state["momentum_buffer"], "momentum")
             else:
                 grad = state["momentum_buffer"]
-        self.add_scaled_(param, grad, "lr", -1.0)
+        self.add_scaled_(param, grad, "minus_lr")
 
 
 class StackedAdagrad(StackedOptimizer):
@@ -218,13 +234,13 @@ class StackedAdagrad(StackedOptimizer):
         return True
 
     def prepare_step(self) -> None:
-        self._clr = self.hyper["lr"] / (1 + (self.steps - 1) * self.hyper["lr_decay"])
+        self.per_step["minus_clr"] = -(self.hyper["lr"] / (1 + (self.steps - 1) * self.hyper["lr_decay"]))
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         grad = self.decayed(grad, param)
         state["sum"].addcmul_(grad, grad)
         std = state["sum"].sqrt().add_(self.hyper_column("eps", param))
-        param.addcdiv_(self.column(-self._clr, param) * grad, std)
+        param.addcdiv_(self.step_column("minus_clr", param) * grad, std)
 
 
 class StackedAdadelta(StackedOptimizer):
@@ -234,18 +250,18 @@ class StackedAdadelta(StackedOptimizer):
 
     def __init__(self, params: dict[str, torch.Tensor], groups: list[Group]) -> None:
         super().__init__(params, groups)
-        self.one_minus_rho = 1 - self.hyper["rho"]
+        self.hyper["one_minus_rho"] = 1 - self.hyper["rho"]
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         self._zeros(state, param, "square_avg", "acc_delta")
         grad = self.decayed(grad, param)
         rho, eps, one_minus_rho = (self.hyper_column("rho", param), self.hyper_column("eps", param),
-                                   self.column(self.one_minus_rho, param))
+                                   self.hyper_column("one_minus_rho", param))
         state["square_avg"].mul_(rho).addcmul_(one_minus_rho * grad, grad)
         std = state["square_avg"].add(eps).sqrt_()
         delta = state["acc_delta"].add(eps).sqrt_().div_(std).mul_(grad)
         state["acc_delta"].mul_(rho).addcmul_(one_minus_rho * delta, delta)
-        self.add_scaled_(param, delta, "lr", -1.0)
+        self.add_scaled_(param, delta, "minus_lr")
 
 
 class StackedRMSprop(StackedOptimizer):
@@ -265,13 +281,13 @@ class StackedRMSprop(StackedOptimizer):
         group = groups[0]
         self.state_keys = ("step", "square_avg", *(("momentum_buffer",) if group["momentum"] > 0 else ()),
                            *(("grad_avg",) if group["centered"] else ()))
-        self.one_minus_alpha = 1 - self.hyper["alpha"]
+        self.hyper["one_minus_alpha"] = 1 - self.hyper["alpha"]
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         self._zeros(state, param, *self.state_keys[1:])
         group = self.groups[0]
         grad = self.decayed(grad, param)
-        one_minus_alpha = self.column(self.one_minus_alpha, param)
+        one_minus_alpha = self.hyper_column("one_minus_alpha", param)
         state["square_avg"].mul_(self.hyper_column("alpha", param)).addcmul_(one_minus_alpha * grad, grad)
         if group["centered"]:
             state["grad_avg"].lerp_(grad, one_minus_alpha)
@@ -281,9 +297,9 @@ class StackedRMSprop(StackedOptimizer):
         average = average.add_(self.hyper_column("eps", param))
         if group["momentum"] > 0:
             state["momentum_buffer"].mul_(self.hyper_column("momentum", param)).addcdiv_(grad, average)
-            self.add_scaled_(param, state["momentum_buffer"], "lr", -1.0)
+            self.add_scaled_(param, state["momentum_buffer"], "minus_lr")
         else:
-            param.addcdiv_(self.column(-self.hyper["lr"], param) * grad, average)
+            param.addcdiv_(self.hyper_column("minus_lr", param) * grad, average)
 
 
 STACKED = {stacked.torch_class: stacked for stacked in (StackedAdam, StackedSGD, StackedAdagrad, StackedAdadelta,
