@@ -45,6 +45,7 @@ PROBLEMS = {
                        "network.batch_norm=false", "network.levels=2", "data.batch_size=8"], 40, 64),
 }
 WARMUP = 3  # untimed updates first (the compiled variants compile in them)
+torch._dynamo.config.recompile_limit = 64  # the compiled updates of every K share one code object: one entry each
 
 Stepper = Callable[[int], None]  # makes n more updates
 
@@ -192,7 +193,6 @@ def main() -> None:
     parser.add_argument("--sweep-jobs", type=int, default=0, help="also time a sweep of this many sine jobs")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    torch._dynamo.config.recompile_limit = 64  # one compiled update per problem and K in one process
     text = ["## Ensembles against sequential runs", "", *provenance("bench/ensemble.py"), ""]
     parts = [("throughput", threads) for threads in args.threads[:1]]
     parts += [("sweeps", None)] * bool(args.sweep_jobs) + [("throughput", threads) for threads in args.threads[1:]]
