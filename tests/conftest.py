@@ -32,6 +32,15 @@ TINY = [
     "figure_examples=2",
 ]
 
+#: Overrides that make each problem test-sized.
+TINY_PROBLEM = {
+    "poisson": ["problem.resolution=8"],
+    "heat": ["problem.resolution=8"],
+    "fluid": ["problem.resolution=8", "network.levels=2"],
+    "wavepacket": ["problem.lbfgsb_max_iter=20"],
+    "oscillators": ["problem.steps=16", "data.train_size=16", "updates_per_step=1"],
+}
+
 
 def options(group: str) -> list[str]:
     """The options of a config group, i.e. the YAML files in conf/<group>/."""
