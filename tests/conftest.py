@@ -1,6 +1,7 @@
 """Shared test set-up: one torch thread, and Hydra configs composed the way train.py composes them."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -56,6 +57,17 @@ def tiny_config(tmp_path):
         return compose_config([*TINY, *overrides], run_dir)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def no_handlers_on_closed_streams():
+    """After each test, drop the log handlers that write to a stream pytest has closed: Hydra, run in this
+    process, attaches handlers to the test's captured stdout, and later tests' log lines would fail on them."""
+    yield
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in list(getattr(logger, "handlers", [])):
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                logger.removeHandler(handler)
 
 
 @pytest.fixture
