@@ -234,7 +234,8 @@ def _train(cfg: DictConfig, run_dir: Path, earlier_run: bool, is_rank_zero: bool
         best = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="best-step{step}", auto_insert_metric_name=False,
                                monitor=f"val/{module.problem.primary_metric}", mode="min", save_top_k=1, save_last=True,
                                enable_version_counter=False)
-        callbacks = [timer, validation, best, guard, preemption, BufferAverage(), LearningCurves(),
+        curves = LearningCurves()
+        callbacks = [timer, validation, best, guard, preemption, BufferAverage(), curves,
                      *([progress_callback()] if cfg.trainer.get("enable_progress_bar", True) else [])]
         trainer: Trainer = instantiate(_trainer_options(cfg), default_root_dir=str(run_dir), logger=False,
                                        callbacks=callbacks)
@@ -316,6 +317,7 @@ def _train(cfg: DictConfig, run_dir: Path, earlier_run: bool, is_rank_zero: bool
         )
         if is_rank_zero:
             write_summary(run_dir, summary)
+            curves.draw(trainer)
         finish_wandb(summary)
     log.info("%s/%s: %s after %d steps, val %s = %s (run dir %s)", summary["problem"], summary["optimizer"],
              summary["status"], summary["steps"], primary, _rounded(summary[primary]), run_dir)

@@ -30,7 +30,7 @@ TINY = [
     "data.batch_size=4",
     "data.val_size=8",
     "data.val_batch_size=4",
-    "figure_examples=2",
+    "figure_examples=0",  # drawing costs most of a tiny run: tests of figures ask for them
 ]
 
 #: Overrides that make each problem test-sized.
