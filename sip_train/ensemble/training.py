@@ -317,7 +317,7 @@ def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]], command: st
     except (SIGTERMException, KeyboardInterrupt):  # every finished step of every finite member is checkpointed
         for member, record, validated, step in run.drop_diverged():
             finish(member, record, validated, "diverged", diverged_step=step)
-        run.save_last("fit")
+        run.save_last("stop")
         for member, record, validated in zip(run.members, run.records, run.validated):
             finish(member, record, validated, "interrupted")
         log.warning("interrupted at step %d; continue with %s", run.step,
