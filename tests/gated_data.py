@@ -1,9 +1,10 @@
 """`data._target_=gated_data.GatedData +data.gate=PATH +data.gate_step=N`: the synthetic data of a run whose
-training batch of step N waits, once, until the file PATH exists, saying so by creating PATH.waiting. A test
-sends its signal while the run waits and then opens the gate: the signal arrives during a known step, with
-nothing left to timing. The batches are those of `SyntheticData`."""
+training batch of step N waits, once, until the file PATH exists, saying so by creating PATH.waiting.<pid of
+its process>. A test signals that process while it waits and then opens the gate: the signal arrives during a
+known step, with nothing left to timing. The batches are those of `SyntheticData`."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ class GatedData(SyntheticData):
 
     def train_batch(self, step: int, device: torch.device, rank: int = 0) -> Batch:
         if step == self.gate_step and not self.gate.exists():
-            Path(f"{self.gate}.waiting").touch()
+            Path(f"{self.gate}.waiting.{os.getpid()}").touch()
             while not self.gate.exists():
                 time.sleep(0.01)
         return super().train_batch(step, device, rank)

@@ -3,6 +3,7 @@ round-off), diverges alone, is refused alone, stops on a signal and continues (t
 normal trainer); the launcher hands groups and single jobs to its inner launcher (basic or joblib)."""
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import os
@@ -10,8 +11,8 @@ import runpy
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
+import threading
 import time
 
 import pandas as pd
@@ -29,8 +30,12 @@ from sip_train.run import train
 from sip_train.summary import read_summary
 
 FAST = ["trainer.max_steps=5", "trainer.val_check_interval=3", "figure_examples=0"]
-#: A multirun whose jobs differ in the seed only: one group.
-SWEEP = ["problem=sine", "optimizer=adam", "seed=0,1", *TINY, *FAST, "hydra/launcher=ensemble"]
+#: A multirun whose jobs differ in the seed only: one group (without the comparison a multirun ends with).
+SWEEP = ["problem=sine", "optimizer=adam", "seed=0,1", *TINY, *FAST, "hydra/launcher=ensemble", "~hydra.callbacks.comparison"]
+#: Two groups of SWEEP's members: a value that splits groups and changes no result (jobs #0, #2 and #1, #3).
+TWO_GROUPS = ["divergence_check_every=10,11"]
+#: Groups as jobs of Hydra's joblib launcher, two processes at once.
+JOBLIB = ["hydra/launcher/inner=joblib", "hydra.launcher.inner.n_jobs=2"]
 
 
 def metrics(run_dir) -> pd.DataFrame:
@@ -234,9 +239,7 @@ def test_the_ensemble_launcher_groups_what_it_can_and_runs_the_rest_alone(basic_
 
 
 def test_groups_go_to_the_inner_launcher_joblib_in_two_processes(basic_sweep, tmp_path):
-    # two groups of the members of basic_sweep's group: they differ in a key that splits groups and changes no value
-    printed = multirun(*SWEEP, "divergence_check_every=10,11", "hydra/launcher/inner=joblib",
-                       "hydra.launcher.inner.n_jobs=2", f"hydra.sweep.dir={tmp_path}")
+    printed = multirun(*SWEEP, *TWO_GROUPS, *JOBLIB, f"hydra.sweep.dir={tmp_path}")
     assert "ensemble: 2 jobs train together: #0, #2" in printed and "ensemble: 2 jobs train together: #1, #3" in printed
     assert "Joblib.Parallel(n_jobs=2" in printed and "is launching 2 jobs" in printed
     for number, alone in enumerate((0, 0, 2, 2)):  # the same members, trained by the basic inner launcher
@@ -247,30 +250,45 @@ def test_groups_go_to_the_inner_launcher_joblib_in_two_processes(basic_sweep, tm
         assert summary["x_l1"] == read_summary(basic_sweep[0] / str(alone))["x_l1"]
 
 
-def test_a_signal_stops_every_member_after_its_step_and_the_same_command_continues_them(basic_sweep, tmp_path):
-    gate = tmp_path / "gate"  # the run waits in step 4 until the test opens it (tests/gated_data.py)
-    command = [*SWEEP, f"hydra.sweep.dir={tmp_path / 'sweep'}", "data._target_=gated_data.GatedData",
-               f"+data.gate={gate}", "+data.gate_step=3"]
-    process = subprocess.Popen([sys.executable, "train.py", "-m", *command], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"})
-    while not (tmp_path / "gate.waiting").exists():
-        assert process.poll() is None, process.stdout.read()
+def signal_when_waiting(gate, processes: int, stop: threading.Event) -> list[int]:
+    """Once `processes` processes wait at `gate` (tests/gated_data.py), SIGTERM each of them, then open the
+    gate; returns the process ids signalled."""
+    signalled: list[int] = []
+    while not stop.is_set():
+        waiting = sorted(gate.parent.glob(f"{gate.name}.waiting.*"))
+        if len(waiting) == processes:
+            signalled += [int(path.suffix[1:]) for path in waiting]
+            for pid in signalled:
+                os.kill(pid, signal.SIGTERM)
+            gate.touch()
+            return signalled
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    gate.touch()
-    output = process.communicate(timeout=300)[0]
-    assert process.returncode == 0, output[-3000:]
-    continuing = [line for line in output.splitlines() if "interrupted at step 4; continue with " in line]
-    assert len(continuing) == 1, output[-3000:]
-    python, script, flag, *arguments = shlex.split(continuing[0].split("continue with ")[1])
-    assert (python, script, flag, sorted(arguments)) == ("python", "train.py", "-m", sorted(command))  # the same command
-    for number in (0, 1):
+    return signalled
+
+
+def test_a_signal_stops_every_member_after_its_step_and_the_same_command_continues_them(basic_sweep, tmp_path):
+    gate = tmp_path / "gate"  # each group's process waits in step 4 until the signal is sent (tests/gated_data.py)
+    command = [*SWEEP, *TWO_GROUPS, *JOBLIB, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+               "data._target_=gated_data.GatedData", f"+data.gate={gate}", "+data.gate_step=3"]
+    stop = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        signalled = pool.submit(signal_when_waiting, gate, 2, stop)
+        try:
+            multirun(*command)  # its groups train in two joblib processes, which get the signals
+        finally:
+            stop.set()
+        assert len(signalled.result()) == 2 and os.getpid() not in signalled.result()
+    for number in range(4):
         summary = read_summary(tmp_path / "sweep" / str(number))
         assert (summary["status"], summary["exit_code"], summary["steps"]) == ("interrupted", 4, 4)
         assert torch.load(summary["last_checkpoint"], weights_only=False)["global_step"] == 4
-    multirun(*command)  # the same command again (tests/, where gated_data is, is on this process's path)
-    for number, uninterrupted in ((0, 0), (1, 2)):
+    for last_member in (2, 3):  # the log of a group's process goes on in its last member's log file
+        continuing = [line for line in (tmp_path / "sweep" / str(last_member) / "train.log").read_text().splitlines()
+                      if "interrupted at step 4; continue with " in line]
+        python, script, flag, *arguments = shlex.split(continuing[0].split("continue with ")[1])
+        assert (python, script, flag, sorted(arguments)) == ("python", "train.py", "-m", sorted(command))
+    multirun(*command)  # the same command again
+    for number, uninterrupted in enumerate((0, 0, 2, 2)):
         summary = read_summary(tmp_path / "sweep" / str(number))
         assert (summary["status"], summary["exit_code"], summary["steps"], summary["sessions"]) == ("completed", 0, 5, 2)
         assert metrics(tmp_path / "sweep" / str(number)).equals(metrics(basic_sweep[0] / str(uninterrupted)))
