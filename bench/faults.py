@@ -4,7 +4,7 @@
 
 Each test that injects a fault (a signal at a given moment, a corrupt checkpoint, a changed setting on
 resume, a NaN, a failing sweep job, a bad value, a DDP rank mismatch, no network for W&B, resume=false in a
-run's directory, a refused start, an edited sweep, a bug in user code, too little memory) records the
+run's directory, a refused start, an edited sweep, a bug in user code, too little memory, Hydra's own errors, float64) records the
 outcome it observed through tests/fault_log.py; this script collects those records, so the table
 says what the suite saw, not what someone typed.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from _report import REPO, markdown_table, provenance, write_section
 
 TESTS = ["tests/test_integrity.py", "tests/test_reliability.py", "tests/test_records.py", "tests/test_ddp.py",
-         "tests/test_preemption.py",
+         "tests/test_preemption.py", "tests/test_cli.py", "tests/test_precision.py",
          "tests/test_sweep.py::test_an_edited_experiment_runs_its_jobs_again_and_the_report_shows_no_stale_result"]
 
 

@@ -8,6 +8,7 @@ import signal
 import statistics
 import threading
 import time
+from typing import Sequence
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -220,6 +221,10 @@ class BufferAverage(Callback):
         self._average(trainer, pl_module)
 
 
+#: The signals that stop a run after the step in progress (SLURM's warning, submitit's preemption/timeout).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
 class Preemption(Callback):
     """SIGTERM, SIGUSR1 (SLURM's warning signal) and SIGUSR2 (submitit's preemption/timeout signal) stop
     training after the step in progress; a validation in progress is finished first.
@@ -238,15 +243,18 @@ class Preemption(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # here, not at fit start: Lightning installs its SIGTERM handler in between, which would abort validations
-        if threading.current_thread() is not threading.main_thread():
-            return
         environment = trainer._accelerator_connector.cluster_environment
         lightning_requeues = isinstance(environment, SLURMEnvironment) and environment.auto_requeue
-        for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
-            if signum == signal.SIGTERM and trainer.world_size > 1:
-                continue
-            if not (lightning_requeues and signum == environment.requeue_signal):
-                self._handlers_before[signum] = signal.signal(signum, self._handle)
+        self.install([signum for signum in STOP_SIGNALS if not (signum == signal.SIGTERM and trainer.world_size > 1)
+                      and not (lightning_requeues and signum == environment.requeue_signal)])
+
+    def install(self, signums: Sequence[int] = STOP_SIGNALS) -> None:
+        """Catch `signums` from now on (in the main thread only; an ensemble calls this itself), keeping the
+        handlers found for `restore` and `hand_on`."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in signums:
+            self._handlers_before[signum] = signal.signal(signum, self._handle)
         self._installed = True
 
     def _handle(self, signum: int, frame: object) -> None:
@@ -257,7 +265,7 @@ class Preemption(Callback):
         if self.received is not None:
             raise SIGTERMException
 
-    def _restore(self) -> None:
+    def restore(self) -> None:
         """Put back the handlers found at train start (before Lightning restores its own originals)."""
         if self._installed:
             for signum, handler in self._handlers_before.items():
@@ -265,10 +273,10 @@ class Preemption(Callback):
             self._installed = False
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._restore()
+        self.restore()
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self._restore()
+        self.restore()
 
     def hand_on(self) -> None:
         """Call the handler a received signal had before this run (submitit: requeue and exit), if any.

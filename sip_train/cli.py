@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,7 @@ def _train_task(cfg: DictConfig) -> float | None:
         if multirun:
             log.error("error: %s", error)
             return float("nan")  # recorded in the job's summary.json; the other jobs go on
+        _remove_if_created(Path(cfg.run_dir))
         fail(str(error))
     except Exception:
         if not multirun:
@@ -60,6 +62,17 @@ def _train_task(cfg: DictConfig) -> float | None:
     if summary["status"] == "diverged":
         print(f"error: training diverged at step {summary['diverged_step']}; see {summary['run_dir']}", file=sys.stderr)
     sys.exit(summary["exit_code"])
+
+
+def _remove_if_created(run_dir: Path) -> None:
+    """Remove the run directory of a refused single run if this command created it: a refused start leaves
+    nothing behind (a directory that held a run is left as it was by `train`)."""
+    from sip_train import hydra_callbacks
+
+    created = hydra_callbacks.new_run_directory
+    if created is not None and created[0] == run_dir.absolute():
+        logging.shutdown()  # Hydra's log file in it is closed first
+        shutil.rmtree(created[1], ignore_errors=True)
 
 
 train_app = hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")(_train_task)
@@ -114,11 +127,24 @@ named sweeps: {names}
 """
 
 
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser whose --help keeps the description's lines and examples as written."""
+    return argparse.ArgumentParser(prog=prog, description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _or_fail(error_type: type[Exception], function: Callable[..., dict], *args: object, **kwargs: object) -> dict:
+    """`function(*args, **kwargs)`, with its `error_type` (a bad input) ending the command in one line, exit 2."""
+    try:
+        return function(*args, **kwargs)
+    except error_type as error:
+        fail(str(error))
+
+
 def _sweep_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     from sip_train.sweep.spec import override_key, sweep_directory
 
-    parser = argparse.ArgumentParser(prog="sip-sweep", description=SWEEP_HELP.format(names=", ".join(sweep_names())),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _parser("sip-sweep", SWEEP_HELP.format(names=", ".join(sweep_names())))
     parser.add_argument("overrides", nargs="*", help="sweep=NAME (a named sweep, see below) and Hydra overrides")
     parser.add_argument("--report-only", action="store_true", help="aggregate the sweep directory, run nothing")
     parser.add_argument("--list", action="store_true", help="list the jobs and which are completed, run nothing")
@@ -165,24 +191,21 @@ def sweep_command(argv: Sequence[str] | None = None) -> None:
 
 def eval_command(argv: Sequence[str] | None = None) -> None:
     """`sip-eval <run dir or checkpoint> [overrides]`: the trained network on its validation set, or another."""
-    parser = argparse.ArgumentParser(
-        prog="sip-eval", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Evaluate a trained network on its run's validation set (the numbers of its final validation)\n"
-                    "or, with overrides of problem and data parameters that keep the shapes, on another one:\n\n"
-                    "  sip-eval outputs/heat-sip/...                      the run's own validation set\n"
-                    "  sip-eval outputs/heat-sip/... problem.noise=0.2 data.val_size=1024 seed=7\n"
-                    "  sip-eval outputs/heat-sip/.../checkpoints/best-step400.ckpt\n\n"
-                    "Metrics are printed and written with figures into <run dir>/eval/<name>/.")
+    parser = _parser(
+        "sip-eval",
+        "Evaluate a trained network on its run's validation set (the numbers of its final validation)\n"
+        "or, with overrides of problem and data parameters that keep the shapes, on another one:\n\n"
+        "  sip-eval outputs/heat-sip/...                      the run's own validation set\n"
+        "  sip-eval outputs/heat-sip/... problem.noise=0.2 data.val_size=1024 seed=7\n"
+        "  sip-eval outputs/heat-sip/.../checkpoints/best-step400.ckpt\n\n"
+        "Metrics are printed and written with figures into <run dir>/eval/<name>/.")
     parser.add_argument("target", help="a run directory (its last checkpoint) or a checkpoint file")
     parser.add_argument("overrides", nargs="*", help="key=value: problem.*, data.*, seed, figure_examples")
     parser.add_argument("--name", help="the folder under <run dir>/eval/ (default: the overrides, or 'val')")
     args = parser.parse_intermixed_args(argv)
     from sip_train.evaluation import EvaluationError, evaluate
 
-    try:
-        result = evaluate(args.target, args.overrides, name=args.name)
-    except EvaluationError as error:
-        fail(str(error))
+    result = _or_fail(EvaluationError, evaluate, args.target, args.overrides, name=args.name)
     width = max(map(len, result["metrics"]))
     for key, value in result["metrics"].items():
         print(f"{key:<{width}}  {value:.6g}")
@@ -191,24 +214,21 @@ def eval_command(argv: Sequence[str] | None = None) -> None:
 
 def compare_command(argv: Sequence[str] | None = None) -> None:
     """`sip-compare <dir>...`: one table and overlaid learning curves for runs, multiruns and sweeps."""
-    parser = argparse.ArgumentParser(
-        prog="sip-compare", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Compare run directories, multirun directories and sweep directories: one table row per\n"
-                    "configuration (mean, std and count over seeds; final and best primary metric, steps, median\n"
-                    "step time) as comparison.md and comparison.csv, and comparison.png (validation curves\n"
-                    "against steps and against training wall-clock).\n\n"
-                    "  sip-compare multirun/2026-01-02_03-04-05\n"
-                    "  sip-compare outputs/heat-adam/... outputs/heat-sip/... --out compare/heat")
+    parser = _parser(
+        "sip-compare",
+        "Compare run directories, multirun directories and sweep directories: one table row per\n"
+        "configuration (mean, std and count over seeds; final and best primary metric, steps, median\n"
+        "step time) as comparison.md and comparison.csv, and comparison.png (validation curves\n"
+        "against steps and against training wall-clock).\n\n"
+        "  sip-compare multirun/2026-01-02_03-04-05\n"
+        "  sip-compare outputs/heat-adam/... outputs/heat-sip/... --out compare/heat")
     parser.add_argument("dirs", nargs="+", help="run, multirun or sweep directories")
     parser.add_argument("--out", help="where the table and figure go (default: the one directory given, else .)")
     parser.add_argument("--metric", help="the validation metric compared (default: the runs' primary metric)")
     args = parser.parse_args(argv)
     from sip_train.comparison import ComparisonError, compare
 
-    try:
-        result = compare(args.dirs, out_dir=args.out, metric=args.metric)
-    except ComparisonError as error:
-        fail(str(error))
+    result = _or_fail(ComparisonError, compare, args.dirs, out_dir=args.out, metric=args.metric)
     print(result["markdown"].read_text())
     print(f"table and curves in {result['out_dir']}")
 

@@ -1,13 +1,21 @@
 """figures/learning_curves.png of a run directory: its validation metrics (left) and training metrics (right)
-against steps, drawn from metrics.csv and redrawn at each validation by the `LearningCurves` callback."""
+against steps, drawn from metrics.csv at the end of a run and, while it trains, redrawn by the
+`LearningCurves` callback as often as that costs little of the run's time."""
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 #: metrics.csv columns that are not learning curves.
 NOT_CURVES = {"step", "epoch", "val/step"}
+#: While training, the figure is redrawn after a validation only once this many seconds have passed since the
+#: last drawing, and at least ten times as long as that drawing took: the live figure costs at most ~10 %.
+MIN_REDRAW_INTERVAL_S = 30.0
+
+log = logging.getLogger(__name__)
 
 
 def draw_learning_curves(run_dir: str | Path) -> Path | None:
@@ -44,11 +52,26 @@ def draw_learning_curves(run_dir: str | Path) -> Path | None:
 
 
 class LearningCurves(Callback):
-    """Redraws <run dir>/figures/learning_curves.png after each validation (rank zero; not while sanity checking)."""
+    """Redraws <run dir>/figures/learning_curves.png after a validation (rank zero; not while sanity checking)
+    when it is due (see MIN_REDRAW_INTERVAL_S); `draw` draws it at the end of the run, whatever happened."""
+
+    def __init__(self) -> None:
+        self.due = time.perf_counter() + MIN_REDRAW_INTERVAL_S
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking or not trainer.is_global_zero or time.perf_counter() < self.due:
             return
-        for logger in trainer.loggers:  # the rows logged so far onto disk
-            logger.save()
-        draw_learning_curves(trainer.default_root_dir)
+        self.draw(trainer)
+
+    def draw(self, trainer: Trainer) -> None:
+        """Draw it now from the rows logged so far (written to disk first); a failure is logged, never raised:
+        the figure must not end or hide the run's own outcome."""
+        start = time.perf_counter()
+        try:
+            for logger in trainer.loggers:
+                logger.save()
+            draw_learning_curves(trainer.default_root_dir)
+        except Exception:  # noqa: BLE001 - see above
+            log.exception("could not draw the learning curves of %s", trainer.default_root_dir)
+        took = time.perf_counter() - start
+        self.due = time.perf_counter() + max(MIN_REDRAW_INTERVAL_S, 10 * took)

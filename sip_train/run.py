@@ -106,6 +106,22 @@ def root_cause(error: BaseException) -> BaseException:
     return found
 
 
+def start_failure(error: BaseException) -> dict[str, Any]:
+    """The summary status and exit code of a start that failed: a refused value (exit code 2, its one line)
+    or an error of the code the checks called (exit code 1, its type and message)."""
+    if is_refusal(error):
+        return {"status": f"failed: {root_cause(error)}", "exit_code": exit_codes.CONFIG_ERROR}
+    return {"status": f"failed: {type(error).__name__}: {error}", "exit_code": exit_codes.FAILED}
+
+
+def check_resume(cfg: DictConfig, run_dir: Path, earlier_run: bool) -> None:
+    """resume=false with a checkpoint of its own in a directory that holds another run is refused."""
+    ckpt_path = cfg.get("ckpt_path")
+    if not cfg.get("resume", True) and ckpt_path not in (None, "", "last") and earlier_run:
+        raise ConfigError(f"resume=false with ckpt_path={ckpt_path} in {run_dir}, which holds another run, would "
+                          "mix two runs' records: give this run its own directory (name=<tag> or hydra.run.dir=...)")
+
+
 def _trainer_options(cfg: DictConfig) -> DictConfig:
     """The trainer block, with max_time also accepted as a number of seconds."""
     options = cfg.trainer.copy()
@@ -220,9 +236,7 @@ def _train(cfg: DictConfig, run_dir: Path, earlier_run: bool, is_rank_zero: bool
         seed_everything(cfg.seed, workers=True, verbose=False)
         resume, ckpt_path = cfg.get("resume", True), cfg.get("ckpt_path")
         resume_from = resolve_resume(run_dir, ckpt_path, resume)
-        if not resume and ckpt_path not in (None, "", "last") and earlier_run:
-            raise ConfigError(f"resume=false with ckpt_path={ckpt_path} in {run_dir}, which holds another run, would "
-                              "mix two runs' records: give this run its own directory (name=<tag> or hydra.run.dir=...)")
+        check_resume(cfg, run_dir, earlier_run)
         saved = read_checkpoint(resume_from) if resume_from is not None else None
         module = InverseProblemModule(cfg.problem, cfg.optimizer, cfg.network, cfg.seed, cfg.figure_examples,
                                       cfg.get("compile", False), cfg.get("updates_per_step", 1))
@@ -234,7 +248,8 @@ def _train(cfg: DictConfig, run_dir: Path, earlier_run: bool, is_rank_zero: bool
         best = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="best-step{step}", auto_insert_metric_name=False,
                                monitor=f"val/{module.problem.primary_metric}", mode="min", save_top_k=1, save_last=True,
                                enable_version_counter=False)
-        callbacks = [timer, validation, best, guard, preemption, BufferAverage(), LearningCurves(),
+        curves = LearningCurves()
+        callbacks = [timer, validation, best, guard, preemption, BufferAverage(), curves,
                      *([progress_callback()] if cfg.trainer.get("enable_progress_bar", True) else [])]
         trainer: Trainer = instantiate(_trainer_options(cfg), default_root_dir=str(run_dir), logger=False,
                                        callbacks=callbacks)
@@ -250,13 +265,11 @@ def _train(cfg: DictConfig, run_dir: Path, earlier_run: bool, is_rank_zero: bool
                 return read_summary(run_dir)
         check_memory(module.problem, module.network, data, trainer.strategy.root_device)
     except (ValueError, TypeError, InstantiationException) as error:
-        refused = is_refusal(error)
-        reason = str(root_cause(error)) if refused else f"{type(error).__name__}: {error}"
-        summary.update(status=f"failed: {reason}", exit_code=exit_codes.CONFIG_ERROR if refused else exit_codes.FAILED)
+        summary.update(start_failure(error))
         if is_rank_zero and not earlier_run:
             write_summary(run_dir, summary)
-        if refused:
-            raise ConfigError(reason) from error
+        if summary["exit_code"] == exit_codes.CONFIG_ERROR:
+            raise ConfigError(summary["status"].removeprefix("failed: ")) from error
         raise
     # the checks passed: from here on the run directory is this run's
     if is_rank_zero:
@@ -316,6 +329,7 @@ def _train(cfg: DictConfig, run_dir: Path, earlier_run: bool, is_rank_zero: bool
         )
         if is_rank_zero:
             write_summary(run_dir, summary)
+            curves.draw(trainer)
         finish_wandb(summary)
     log.info("%s/%s: %s after %d steps, val %s = %s (run dir %s)", summary["problem"], summary["optimizer"],
              summary["status"], summary["steps"], primary, _rounded(summary[primary]), run_dir)

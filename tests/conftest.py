@@ -1,6 +1,7 @@
 """Shared test set-up: one torch thread, and Hydra configs composed the way train.py composes them."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -29,8 +30,17 @@ TINY = [
     "data.batch_size=4",
     "data.val_size=8",
     "data.val_batch_size=4",
-    "figure_examples=2",
+    "figure_examples=0",  # drawing costs most of a tiny run: tests of figures ask for them
 ]
+
+#: Overrides that make each problem test-sized.
+TINY_PROBLEM = {
+    "poisson": ["problem.resolution=8"],
+    "heat": ["problem.resolution=8"],
+    "fluid": ["problem.resolution=8", "network.levels=2"],
+    "wavepacket": ["problem.lbfgsb_max_iter=20"],
+    "oscillators": ["problem.steps=16", "data.train_size=16", "updates_per_step=1"],
+}
 
 
 def options(group: str) -> list[str]:
@@ -47,6 +57,17 @@ def tiny_config(tmp_path):
         return compose_config([*TINY, *overrides], run_dir)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def no_handlers_on_closed_streams():
+    """After each test, drop the log handlers that write to a stream pytest has closed: Hydra, run in this
+    process, attaches handlers to the test's captured stdout, and later tests' log lines would fail on them."""
+    yield
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in list(getattr(logger, "handlers", [])):
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                logger.removeHandler(handler)
 
 
 @pytest.fixture

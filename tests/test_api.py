@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, TINY, compose_config
-from sip_train import cli, compare, evaluate, train
+from sip_train import cli, compare, evaluate, learning_curves, train
 from sip_train.evaluation import EvaluationError
 from sip_train.learning_curves import LearningCurves
 from sip_train.run import ConfigError
@@ -50,7 +50,7 @@ def test_train_refuses_a_bad_key_in_one_line(tmp_path):
 
 def test_evaluate_on_the_runs_own_validation_set_repeats_its_final_validation(runs):
     base, summaries = runs
-    result = evaluate(base / "adam-1")
+    result = evaluate(base / "adam-1", ["figure_examples=2"], name="val")
     assert result["metrics"]["x_l1"] == pytest.approx(summaries["adam-1"]["x_l1"], rel=1e-6)
     assert result["metrics"]["y_l2"] == pytest.approx(summaries["adam-1"]["y_l2"], rel=1e-6)
     written = json.loads((base / "adam-1" / "eval" / "val" / "metrics.json").read_text())
@@ -95,17 +95,31 @@ def test_compare_averages_over_seeds_one_row_per_configuration(runs, tmp_path):
     assert len(pd.read_csv(tmp_path / "comparison_runs.csv")) == 3 and result["figure"].is_file()
 
 
-def test_learning_curves_are_redrawn_at_each_validation(runs, tmp_path):
+def test_learning_curves_are_redrawn_when_due_and_drawn_at_the_end(runs, tmp_path, monkeypatch):
+    """While training, a validation redraws the figure only once MIN_REDRAW_INTERVAL_S have passed (a clock
+    stands in for time); `draw`, called at the end of every run, always draws it."""
     base, _ = runs
     (tmp_path / "metrics.csv").write_text((base / "sgd-0" / "metrics.csv").read_text())
+    figure = tmp_path / "figures" / "learning_curves.png"
+    clock = [0.0]
+    monkeypatch.setattr(learning_curves.time, "perf_counter", lambda: clock[0])
     saved = []
     trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, default_root_dir=str(tmp_path),
                               loggers=[SimpleNamespace(save=lambda: saved.append(True))])
-    LearningCurves().on_validation_end(trainer, None)
-    assert saved and (tmp_path / "figures" / "learning_curves.png").stat().st_size > 0
-    (tmp_path / "figures" / "learning_curves.png").unlink()
-    LearningCurves().on_validation_end(SimpleNamespace(**{**vars(trainer), "sanity_checking": True}), None)
-    assert not (tmp_path / "figures" / "learning_curves.png").exists()
+    curves = LearningCurves()
+    clock[0] = learning_curves.MIN_REDRAW_INTERVAL_S - 1
+    curves.on_validation_end(trainer, None)
+    assert not figure.exists() and not saved
+    clock[0] = learning_curves.MIN_REDRAW_INTERVAL_S
+    curves.on_validation_end(trainer, None)
+    assert saved and figure.stat().st_size > 0
+    figure.unlink()
+    clock[0] += 1  # just drawn: not due again for a while, not while sanity checking either
+    curves.on_validation_end(trainer, None)
+    curves.on_validation_end(SimpleNamespace(**{**vars(trainer), "sanity_checking": True}), None)
+    assert not figure.exists()
+    curves.draw(trainer)
+    assert figure.stat().st_size > 0
 
 
 def test_a_plain_multirun_ends_with_a_comparison_in_its_sweep_directory(tmp_path, monkeypatch):

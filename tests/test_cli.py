@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from fault_log import record
 from sip_train import cli
 
 HEAVY = ("torch", "lightning", "scipy", "wandb", "matplotlib")
@@ -37,6 +38,8 @@ def test_unknown_option_names_the_group_its_options_and_the_near_miss(monkeypatc
     err = hydra_error(monkeypatch, capsys, "problem=poison")
     assert "problem=poison is not an option of problem (did you mean poisson?)" in err
     assert "choose one of exp, fluid, heat, oscillators, poisson, sine, wavepacket" in err
+    record("unknown option (Hydra)", "problem=poison on the command line", f"one line, exit 2: {err.strip()[:70]}",
+           "nothing (no run directory)")
 
 
 def test_unknown_key_names_the_keys_of_its_block_without_the_plus_hint(monkeypatch, capsys):
@@ -44,11 +47,15 @@ def test_unknown_key_names_the_keys_of_its_block_without_the_plus_hint(monkeypat
     assert "optimizer has no key 'lrr' (did you mean lr?)" in err and "_target_, eta, inverse, lr" in err
     assert "+optimizer.lrr" not in err
     assert "did you mean problem?" in hydra_error(monkeypatch, capsys, "proble=heat")
+    record("unknown key (Hydra)", "optimizer.lrr=1e-3 on the command line",
+           f"one line, exit 2, no '+optimizer.lrr' hint: {err.strip()[:60]}", "nothing (no run directory)")
 
 
 def test_bad_override_syntax_and_a_list_without_multirun_are_one_line(monkeypatch, capsys):
     assert "optimizer.lr==" in hydra_error(monkeypatch, capsys, "optimizer.lr==")
     assert "add --multirun" in hydra_error(monkeypatch, capsys, "optimizer=adam,sip")
+    record("bad override syntax (Hydra)", "optimizer.lr== on the command line", "one line naming the override, exit 2",
+           "nothing (no run directory)")
 
 
 def test_sweep_help_lists_the_sweeps_and_prints_the_smoke_test_on_its_own_lines(capsys):

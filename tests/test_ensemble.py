@@ -1,16 +1,26 @@
 """Ensembles: every member trains, logs, checkpoints and ends as its single run would (within float32
-round-off), diverges alone, and continues alone under the normal trainer."""
+round-off), diverges alone, is refused alone, stops on a signal and continues (together, or alone under the
+normal trainer); the launcher hands groups and single jobs to its inner launcher (basic or joblib)."""
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import io
+import os
 import runpy
+import shlex
+import shutil
+import signal
 import sys
+import threading
+import time
 
 import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, compose_config
 from sip_train.ensemble.grouping import group_key, why_single
 from sip_train.ensemble.optimizers import STACKED, member_group
 from sip_train.ensemble.problem import FoldedProblem, fold_batches, member_rows
@@ -20,9 +30,35 @@ from sip_train.run import train
 from sip_train.summary import read_summary
 
 FAST = ["trainer.max_steps=5", "trainer.val_check_interval=3", "figure_examples=0"]
+#: A multirun whose jobs differ in the seed only: one group (without the step-0 validation and the comparison a
+#: multirun ends with, which these tests do not look at).
+SWEEP = ["problem=sine", "optimizer=adam", "seed=0,1", *TINY, *FAST, "validate_at_start=false", "hydra/launcher=ensemble",
+         "~hydra.callbacks.comparison"]
+#: Two groups of SWEEP's members: a value that splits groups and changes no result (jobs #0, #2 and #1, #3).
+TWO_GROUPS = ["divergence_check_every=10,11"]
+#: Groups as jobs of Hydra's joblib launcher, two processes at once.
+JOBLIB = ["hydra/launcher/inner=joblib", "hydra.launcher.inner.n_jobs=2"]
+
 
 def metrics(run_dir) -> pd.DataFrame:
     return pd.read_csv(run_dir / "metrics.csv").drop(columns=["time/step_ms"], errors="ignore")
+
+
+def multirun(*arguments: str) -> str:
+    """Run `train.py -m arguments` in this process; returns what its loggers printed."""
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(sys, "argv", [str(REPO / "train.py"), "-m", *arguments])
+        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
+    return printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def basic_sweep(tmp_path_factory):
+    """SWEEP with single jobs beside the group (a wall-clock budget), through the default (basic) inner launcher:
+    jobs #0 and #2 train together, #1 and #3 alone. Returns (sweep dir, what it printed)."""
+    sweep_dir = tmp_path_factory.mktemp("basic")
+    return sweep_dir, multirun(*SWEEP, "trainer.max_time=null,60", f"hydra.sweep.dir={sweep_dir}")
 
 
 OPTIMIZERS = [
@@ -88,64 +124,93 @@ CASES = {  # problem, rule, a problem parameter the second member changes
 }
 
 
+@pytest.fixture(scope="module")
+def case_runs(tmp_path_factory):
+    """case -> (directory, summaries): each member of a 2-member ensemble (member0, member1) and its single run
+    (single0, single1), computed once per module."""
+    done = {}
+
+    def run(case: str):
+        if case not in done:
+            directory = tmp_path_factory.mktemp(case)
+            problem, rule, parameter = CASES[case]
+            members = [["seed=0"], ["seed=1", "optimizer.lr=3e-3", parameter]]
+            if case == "oscillators-adam":  # a finite training set: each member cycles its own
+                members = [["seed=0", *parameter.split()], ["seed=1", "optimizer.lr=3e-3", *parameter.split()]]
+            start = [] if case == "sine-adam" else ["validate_at_start=false"]  # one case compares the step-0 rows
+            jobs = []
+            for i, extra in enumerate(members):
+                overrides = [*TINY, problem, rule, *FAST, *start, *extra]
+                train(compose_config(overrides, directory / f"single{i}"))
+                jobs.append((compose_config(overrides, directory / f"member{i}"), None))
+            done[case] = directory, train_ensemble(jobs)
+        return done[case]
+
+    return run
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_every_member_logs_what_its_single_run_logs(case, tiny_config, tmp_path):
-    problem, rule, parameter = CASES[case]
-    members = [["seed=0"], ["seed=1", "optimizer.lr=3e-3", parameter]]
-    if case == "oscillators-adam":  # a finite training set: each member cycles its own
-        members = [["seed=0", *parameter.split()], ["seed=1", "optimizer.lr=3e-3", *parameter.split()]]
-    jobs = []
-    for i, extra in enumerate(members):
-        overrides = [problem, rule, *FAST, *extra]
-        train(tiny_config(*overrides, f"run_dir={tmp_path / f'single{i}'}"))
-        jobs.append((tiny_config(*overrides, f"run_dir={tmp_path / f'member{i}'}"), None))
-    summaries = train_ensemble(jobs)
+def test_every_member_logs_what_its_single_run_logs(case, case_runs):
+    directory, summaries = case_runs(case)
     for i, summary in enumerate(summaries):
-        single, member = metrics(tmp_path / f"single{i}"), metrics(tmp_path / f"member{i}")
+        single, member = metrics(directory / f"single{i}"), metrics(directory / f"member{i}")
         assert list(member.columns) == list(single.columns)
         assert member["step"].tolist() == single["step"].tolist()
         pd.testing.assert_frame_equal(member, single, check_exact=False, rtol=2e-5, atol=1e-7)
-        alone = read_summary(tmp_path / f"single{i}")
-        assert summary == read_summary(tmp_path / f"member{i}")
+        alone = read_summary(directory / f"single{i}")
+        assert summary == read_summary(directory / f"member{i}")
         assert summary.keys() == alone.keys() and summary["inverse"] == alone["inverse"]
-        assert (tmp_path / f"member{i}/.hydra/config.yaml").is_file() and (tmp_path / f"single{i}/.hydra/config.yaml").is_file()
-        assert (tmp_path / f"member{i}/figures/learning_curves.png").is_file()
+        assert (directory / f"member{i}/.hydra/config.yaml").is_file() and (directory / f"single{i}/.hydra/config.yaml").is_file()
+        assert (directory / f"member{i}/figures/learning_curves.png").is_file()
         assert (summary["status"], summary["exit_code"], summary["steps"]) == ("completed", 0, 5)
         assert {k: summary[k] for k in ("problem", "optimizer", "seed", "lr", "metrics_step")} == \
                {k: alone[k] for k in ("problem", "optimizer", "seed", "lr", "metrics_step")}
         assert summary[alone["primary_metric"]] == pytest.approx(alone[alone["primary_metric"]], rel=2e-5)
 
 
-def test_a_diverging_member_stops_alone_and_leaves_the_others_untouched(tiny_config, tmp_path):
-    good = ["problem=sine", "optimizer=sgd", *FAST, "seed=0"]
-    bad = ["problem=sine", "optimizer=sgd", *FAST, "seed=1", "optimizer.lr=1e6"]
-    train_ensemble([(tiny_config(*good, f"run_dir={tmp_path / 'alone'}"), None)])
+def test_a_diverging_member_stops_alone_a_refused_one_leaves_its_directory_and_the_others_go_on(
+        tiny_config, tmp_path, capsys):
+    shown = ["problem=sine", "optimizer=sgd", *FAST, "trainer.enable_progress_bar=true"]
+    good, bad, refused = [*shown, "seed=0", "optimizer.lr=1e-3"], [*shown, "seed=1", "optimizer.lr=1e6"], [*shown, "seed=-1"]
+    alone = tmp_path / "alone"
+    train_ensemble([(tiny_config(*good, f"run_dir={alone}"), None)])
+    capsys.readouterr()
+    before = {path: path.read_bytes() for path in alone.rglob("*") if path.is_file()}  # where the refused job starts
     summaries = train_ensemble([(tiny_config(*good, f"run_dir={tmp_path / 'good'}"), None),
+                                (tiny_config(*refused, f"run_dir={alone}"), None),
                                 (tiny_config(*bad, f"run_dir={tmp_path / 'bad'}"), None)])
-    assert (summaries[0]["status"], summaries[1]["status"], summaries[1]["exit_code"]) == ("completed", "diverged", 3)
-    assert summaries[1]["diverged_step"] <= summaries[1]["steps"] < 5
-    last = torch.load(summaries[1]["last_checkpoint"], weights_only=False)
+    assert (summaries[0]["status"], summaries[2]["status"], summaries[2]["exit_code"]) == ("completed", "diverged", 3)
+    assert summaries[2]["diverged_step"] <= summaries[2]["steps"] < 5
+    last = torch.load(summaries[2]["last_checkpoint"], weights_only=False)
     assert all(torch.isfinite(value).all() for value in last["state_dict"].values())
-    assert metrics(tmp_path / "good").equals(metrics(tmp_path / "alone"))  # bit for bit
+    assert metrics(tmp_path / "good").equals(metrics(alone))  # bit for bit
+    assert summaries[1]["exit_code"] == 2 and summaries[1]["status"] == "failed: seed=-1 is invalid: must be a non-negative integer"
+    assert {path: path.read_bytes() for path in alone.rglob("*") if path.is_file()} == before
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert progress[-1].startswith("step 5/5  1 member  val x_l1 best ")  # the diverged member has left
+    best, worst = (float(value) for value in progress[-1].split("best ")[1].split("  ")[0].split(" worst "))
+    validated = metrics(tmp_path / "good").dropna(subset=["val/x_l1"]).set_index("step")["val/x_l1"]
+    assert best == worst == pytest.approx(validated[3], rel=1e-3)  # the last validation in the loop (at step 3)
+    assert progress[0].startswith("step 1/5  2 members  val x_l1 best ")
 
 
-def test_a_member_continues_alone_under_the_normal_trainer(tiny_config, tmp_path):
-    common = ["problem=sine", "optimizer=adam", "figure_examples=0", "trainer.val_check_interval=3"]
-    members = [["seed=0"], ["seed=1", "optimizer.lr=3e-3"]]
-    train_ensemble([(tiny_config(*common, *extra, "trainer.max_steps=4", f"run_dir={tmp_path / f'm{i}'}"), None)
-                    for i, extra in enumerate(members)])
-    train(tiny_config(*common, "seed=0", "trainer.max_steps=4", f"run_dir={tmp_path / 'single'}"))
-    ours = torch.load(tmp_path / "m0/checkpoints/last.ckpt", weights_only=False)
-    theirs = torch.load(tmp_path / "single/checkpoints/last.ckpt", weights_only=False)
+def test_a_member_continues_alone_under_the_normal_trainer(case_runs, tmp_path):
+    directory, _ = case_runs("sine-adam")  # seed 0: member0 and single0
+    for run in ("member0", "single0"):
+        shutil.copytree(directory / run, tmp_path / run)
+    ours = torch.load(tmp_path / "member0/checkpoints/last.ckpt", weights_only=False)
+    theirs = torch.load(tmp_path / "single0/checkpoints/last.ckpt", weights_only=False)
     assert ours.keys() == theirs.keys()
     assert ours["loops"] == theirs["loops"]
-    assert (ours["epoch"], ours["global_step"], ours["hyper_parameters"]) == (theirs["epoch"], 4, theirs["hyper_parameters"])
+    assert (ours["epoch"], ours["global_step"], ours["hyper_parameters"]) == (theirs["epoch"], 5, theirs["hyper_parameters"])
     assert ours["callbacks"].keys() == theirs["callbacks"].keys()
-    assert ours["run_identity"]["seed"] == 0 and ours["run_identity"].keys() == theirs["run_identity"].keys()
-    for run in ("m0", "single"):  # both extended by the normal trainer
-        summary = train(tiny_config(*common, "seed=0", "trainer.max_steps=7", f"run_dir={tmp_path / run}"))
-        assert (summary["status"], summary["steps"], summary["sessions"]) == ("completed", 7, 2)
-    pd.testing.assert_frame_equal(metrics(tmp_path / "m0"), metrics(tmp_path / "single"), check_exact=False, rtol=2e-5)
+    assert ours["run_identity"]["seed"] == 0 and ours["run_identity"] == theirs["run_identity"]
+    for run in ("member0", "single0"):  # both extended by the normal trainer
+        extended = [*TINY, *CASES["sine-adam"][:2], *FAST, "seed=0", "trainer.max_steps=8"]
+        summary = train(compose_config(extended, tmp_path / run))
+        assert (summary["status"], summary["steps"], summary["sessions"]) == ("completed", 8, 2)
+    pd.testing.assert_frame_equal(metrics(tmp_path / "member0"), metrics(tmp_path / "single0"), check_exact=False,
+                                  rtol=2e-5)
 
 
 def test_only_vectorisable_values_share_a_group_and_other_rules_run_alone(tiny_config):
@@ -163,18 +228,70 @@ def test_only_vectorisable_values_share_a_group_and_other_rules_run_alone(tiny_c
     assert "double backward" in why_single(tiny_config("problem=sine", "optimizer=adahessian"))
 
 
-def test_the_ensemble_launcher_groups_what_it_can_and_runs_the_rest_alone(tmp_path, monkeypatch, capfd):
-    monkeypatch.setattr(sys, "argv", [str(REPO / "train.py"), "-m", "problem=sine", "optimizer=adam", "seed=0,1",
-                                      "trainer.max_time=null,60", *TINY, *FAST, "hydra/launcher=ensemble",
-                                      f"hydra.sweep.dir={tmp_path}"])
-    runpy.run_path(str(REPO / "train.py"), run_name="__main__")
-    printed = capfd.readouterr().out
+def test_the_ensemble_launcher_groups_what_it_can_and_runs_the_rest_alone(basic_sweep):
+    sweep_dir, printed = basic_sweep
     assert "ensemble: 2 jobs train together: #0, #2" in printed
     assert "ensemble: 2 job(s) run one by one: a wall-clock budget" in printed
     for number, (seed, max_time) in enumerate([(0, None), (0, 60), (1, None), (1, 60)]):
-        overrides = OmegaConf.load(tmp_path / str(number) / ".hydra" / "overrides.yaml")
+        overrides = OmegaConf.load(sweep_dir / str(number) / ".hydra" / "overrides.yaml")
         assert f"seed={seed}" in overrides and f"trainer.max_time={max_time or 'null'}" in overrides
-        assert read_summary(tmp_path / str(number))["status"] == "completed"
+        assert read_summary(sweep_dir / str(number))["status"] == "completed"
     for member, alone in ((0, 1), (2, 3)):  # the same job, with and without a wall-clock budget
-        pd.testing.assert_frame_equal(metrics(tmp_path / str(member)), metrics(tmp_path / str(alone)),
+        pd.testing.assert_frame_equal(metrics(sweep_dir / str(member)), metrics(sweep_dir / str(alone)),
                                       check_exact=False, rtol=2e-5)
+
+
+def test_groups_go_to_the_inner_launcher_joblib_in_two_processes(basic_sweep, tmp_path):
+    printed = multirun(*SWEEP, *TWO_GROUPS, *JOBLIB, f"hydra.sweep.dir={tmp_path}")
+    assert "ensemble: 2 jobs train together: #0, #2" in printed and "ensemble: 2 jobs train together: #1, #3" in printed
+    assert "Joblib.Parallel(n_jobs=2" in printed and "is launching 2 jobs" in printed
+    for number, alone in enumerate((0, 0, 2, 2)):  # the same members, trained by the basic inner launcher
+        summary = read_summary(tmp_path / str(number))
+        assert (summary["status"], summary["exit_code"], summary["steps"]) == ("completed", 0, 5)
+        assert OmegaConf.load(tmp_path / str(number) / ".hydra" / "overrides.yaml")[2] == f"seed={number // 2}"
+        assert metrics(tmp_path / str(number)).equals(metrics(basic_sweep[0] / str(alone)))
+        assert summary["x_l1"] == read_summary(basic_sweep[0] / str(alone))["x_l1"]
+
+
+def signal_when_waiting(gate, processes: int, stop: threading.Event) -> list[int]:
+    """Once `processes` processes wait at `gate` (tests/gated_data.py), SIGTERM each of them, then open the
+    gate; returns the process ids signalled."""
+    signalled: list[int] = []
+    while not stop.is_set():
+        waiting = sorted(gate.parent.glob(f"{gate.name}.waiting.*"))
+        if len(waiting) == processes:
+            signalled += [int(path.suffix[1:]) for path in waiting]
+            for pid in signalled:
+                os.kill(pid, signal.SIGTERM)
+            gate.touch()
+            return signalled
+        time.sleep(0.05)
+    return signalled
+
+
+def test_a_signal_stops_every_member_after_its_step_and_the_same_command_continues_them(basic_sweep, tmp_path):
+    gate = tmp_path / "gate"  # each group's process waits in step 4 until the signal is sent (tests/gated_data.py)
+    command = [*SWEEP, *TWO_GROUPS, *JOBLIB, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+               "data._target_=gated_data.GatedData", f"+data.gate={gate}", "+data.gate_step=3"]
+    stop = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        signalled = pool.submit(signal_when_waiting, gate, 2, stop)
+        try:
+            multirun(*command)  # its groups train in two joblib processes, which get the signals
+        finally:
+            stop.set()
+        assert len(signalled.result()) == 2 and os.getpid() not in signalled.result()
+    for number in range(4):
+        summary = read_summary(tmp_path / "sweep" / str(number))
+        assert (summary["status"], summary["exit_code"], summary["steps"]) == ("interrupted", 4, 4)
+        assert torch.load(summary["last_checkpoint"], weights_only=False)["global_step"] == 4
+    for last_member in (2, 3):  # the log of a group's process goes on in its last member's log file
+        continuing = [line for line in (tmp_path / "sweep" / str(last_member) / "train.log").read_text().splitlines()
+                      if "interrupted at step 4; continue with " in line]
+        python, script, flag, *arguments = shlex.split(continuing[0].split("continue with ")[1])
+        assert (python, script, flag, sorted(arguments)) == ("python", "train.py", "-m", sorted(command))
+    multirun(*command)  # the same command again
+    for number, uninterrupted in enumerate((0, 0, 2, 2)):
+        summary = read_summary(tmp_path / "sweep" / str(number))
+        assert (summary["status"], summary["exit_code"], summary["steps"], summary["sessions"]) == ("completed", 0, 5, 2)
+        assert metrics(tmp_path / "sweep" / str(number)).equals(metrics(basic_sweep[0] / str(uninterrupted)))

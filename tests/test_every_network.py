@@ -25,7 +25,7 @@ def small(group: str, option: str, sizes: dict[str, int]) -> list[str]:
 @pytest.mark.parametrize("problem,network", list(itertools.product(options("problem"), options("network"))))
 def test_every_network_trains_every_problem_whose_shapes_it_fits(problem, network, tiny_config, tmp_path):
     cfg = tiny_config(f"problem={problem}", f"network={network}", "optimizer=adam", "trainer.max_steps=1",
-                      "trainer.val_check_interval=1", "validate_at_start=false", "data.val_size=4",
+                      "trainer.val_check_interval=1", "validate_at_start=false", "data.val_size=4", "figure_examples=2",
                       *small("problem", problem, SMALL_PROBLEM), *small("network", network, SMALL_NETWORK))
     try:
         summary = train(cfg)

@@ -100,5 +100,5 @@ def test_a_validation_figure_is_titled_with_the_method_the_step_and_the_error(ti
     add_title = plots.add_title
     monkeypatch.setattr(plots, "add_title", lambda fig, title: (titles.append(title), add_title(fig, title)))
     summary = train(tiny_config("problem=poisson", "problem.resolution=8", "optimizer=sip", "trainer.max_steps=2",
-                                "validate_at_start=false"))
+                                "validate_at_start=false", "figure_examples=2"))
     assert titles == [f"poisson/sip (auto: problem), step 2, val x_l1 = {summary['x_l1']:.4g}"]

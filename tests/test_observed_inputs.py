@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import compose_config, options
+from conftest import TINY_PROBLEM, compose_config, options
 from sip_train.data import SyntheticData
 from sip_train.inverse.auto import Auto
 from sip_train.inverse.problem import ProblemInverse
@@ -19,14 +19,6 @@ from sip_train.problems.oscillators import Oscillators
 from sip_train.problems.poisson import Poisson
 from sip_train.rules.base import PlainStep
 
-#: Overrides that make each problem test-sized.
-TINY_PROBLEM = {
-    "poisson": ["problem.resolution=8"],
-    "heat": ["problem.resolution=8"],
-    "fluid": ["problem.resolution=8", "network.levels=2"],
-    "wavepacket": ["problem.lbfgsb_max_iter=20"],
-    "oscillators": ["problem.steps=16", "data.train_size=16", "updates_per_step=1"],
-}
 #: (problem, rule) -> settings of a few updates on one fixed batch (the oscillators' default Gauss-Newton inverse
 #: rejects its first undamped steps and costs seconds per update here: L-BFGS instead).
 FIT = {("fluid", "sip"): ["optimizer.lr=1e-2"], ("fluid", "adam"): ["optimizer.lr=2e-2"],

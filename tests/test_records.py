@@ -3,6 +3,7 @@ refused start changes no byte, and an error in the code a run calls is not passe
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -83,12 +84,18 @@ def test_a_refused_start_changes_no_byte_of_the_run_directory(tmp_path, override
 
 
 def test_too_little_memory_is_refused_in_one_line_before_anything_is_created(tmp_path):
-    with pytest.raises(ConfigError, match=r"^the run needs about [\d.]+ GB of cpu memory, [\d.]+ GB are free: .*"
-                                          r"data.batch_size=128\); lower data.batch_size"):
-        train(compose_config(["logger=wandb", "trainer.accelerator=cpu", "problem.resolution=4096"], tmp_path))
-    assert [path.name for path in tmp_path.iterdir()] == ["summary.json"]  # no checkpoint, no W&B run
+    """On the command line, with the default run directory: one line, exit 2, and no directory, log, checkpoint
+    or W&B run left behind."""
+    refused = subprocess.run([sys.executable, str(REPO / "train.py"), "logger=wandb", "trainer.accelerator=cpu",
+                              "problem.resolution=4096"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == exit_codes.CONFIG_ERROR
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+    assert re.match(r"error: the run needs about [\d.]+ GB of cpu memory, [\d.]+ GB are free: .*"
+                    r"data.batch_size=128\); lower data.batch_size", refused.stderr)
+    assert list(tmp_path.iterdir()) == []
     record("data and network too big for memory", "problem.resolution=4096 at start-up",
-           "refused in one line (estimate and free memory), exit 2; no checkpoint or W&B run", "nothing")
+           "refused in one line (estimate and free memory), exit 2; no run directory, checkpoint or W&B run",
+           "nothing")
 
 
 def test_an_error_in_the_code_a_run_calls_keeps_its_type_and_traceback(tmp_path, monkeypatch):

@@ -29,7 +29,8 @@ def test_sip_training_lowers_the_validation_error_and_beats_adam(problem, tiny_c
 
 
 def test_a_run_directory_holds_summary_metrics_checkpoints_and_figures(tiny_config, tmp_path):
-    summary = train(tiny_config("problem=heat", "optimizer=adam", "trainer.max_steps=5", "trainer.val_check_interval=2"))
+    summary = train(tiny_config("problem=heat", "optimizer=adam", "trainer.max_steps=5", "trainer.val_check_interval=2",
+                                "figure_examples=2"))
     assert summary == read_summary(tmp_path)
     assert summary["status"] == "completed" and summary["steps"] == 5
     assert (summary["problem"], summary["optimizer"], summary["network"]) == ("heat", "adam", "unet")

@@ -65,7 +65,7 @@ def test_every_metric_is_on_the_training_step_and_the_summary_holds_the_best_err
                                                                                  caplog):
     with caplog.at_level(logging.INFO, logger="sip_train.loggers"):
         summary = train(tiny_config("logger=wandb", "problem=exp", "optimizer=adam", "trainer.max_steps=4",
-                                    "trainer.val_check_interval=2"))
+                                    "trainer.val_check_interval=2", "figure_examples=2"))
     run = WandbRun(tmp_path)
     step = loggers.STEP_METRIC
     assert any(m.name == step for m in run.metrics)

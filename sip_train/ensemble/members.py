@@ -5,6 +5,7 @@ import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -14,18 +15,20 @@ from lightning.pytorch import seed_everything
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from sip_train import exit_codes
 from sip_train.checkpoints import check_same_run, read_checkpoint, resolve_resume, run_identity
 from sip_train.data import SyntheticData
 from sip_train.loggers import describe_run, finish_wandb
 from sip_train.module import InverseProblemModule
-from sip_train.run import _base_summary, _check_run_settings, _is_finished, root_cause
+from sip_train.memory import check_memory
+from sip_train.run import _base_summary, _check_run_settings, _is_finished, check_resume, start_failure
 from sip_train.run_directory import holds_run, save_hydra_files, set_aside
-from sip_train.startup import check_devices, check_resolvable, check_types
+from sip_train.startup import check_combinations, check_devices, check_resolvable, check_types
 
 log = logging.getLogger(__name__)
 
 PRECISION = "32-true"  # ensembles train in full precision (other precisions run as single jobs)
+#: What `check_combinations` asks of a trainer, as an ensemble trains: one process, full precision.
+ENSEMBLE_TRAINER = SimpleNamespace(precision=PRECISION, world_size=1)
 
 
 def is_wandb_block(block: DictConfig) -> bool:
@@ -71,8 +74,8 @@ def device_of(cfg: DictConfig) -> torch.device:
 
 
 def build_member(cfg: DictConfig, hydra: DictConfig | None = None) -> Member:
-    """Check and build one job as `sip_train.run.train` would, without a Trainer. A configuration error
-    is recorded in the member's summary (status failed, exit code 2) and raised as ValueError."""
+    """Check and build one job as `sip_train.run.train` would, through the same start-up checks, without a
+    Trainer. Raises what a refused (or failing) start raises there; nothing is written yet."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     member = Member(cfg=cfg, hydra=hydra, run_dir=run_dir, summary=_base_summary(cfg, run_dir),
@@ -83,14 +86,18 @@ def build_member(cfg: DictConfig, hydra: DictConfig | None = None) -> Member:
     check_devices(cfg)
     seed_everything(cfg.seed, workers=True, verbose=False)
     member.resume_from = resolve_resume(run_dir, cfg.get("ckpt_path"), cfg.get("resume", True))
+    check_resume(cfg, run_dir, member.earlier_run)
     member.module = InverseProblemModule(cfg.problem, cfg.optimizer, cfg.network, cfg.seed, cfg.figure_examples,
                                          cfg.get("compile", False), cfg.get("updates_per_step", 1))
     member.data = instantiate(cfg.data, problem=member.module.problem, seed=cfg.seed)
     member.identity = run_identity(cfg, PRECISION, device_of(cfg).type, 1)
+    check_combinations(cfg, member.problem, member.module.network, member.module.rule, ENSEMBLE_TRAINER)
     if member.resume_from is not None:
         member.saved = read_checkpoint(member.resume_from)
         check_same_run(member.resume_from, member.saved, member.identity)
         member.finished = _is_finished(run_dir, member.saved, int(cfg.trainer.max_steps))
+    if not member.finished:
+        check_memory(member.problem, member.module.network, member.data, device_of(cfg))
     return member
 
 
@@ -126,11 +133,10 @@ def replay_to_wandb(member: Member) -> None:
     finish_wandb(member.summary)
 
 
-def config_error(member_cfg: DictConfig, error: BaseException) -> dict[str, Any]:
-    """The summary of a job refused before training (exit code 2), as `train` writes it."""
-    summary = _base_summary(member_cfg, Path(member_cfg.run_dir))
-    summary.update(status=f"failed: {root_cause(error)}", exit_code=exit_codes.CONFIG_ERROR)
-    return summary
+def start_error(member_cfg: DictConfig, error: BaseException) -> dict[str, Any]:
+    """The summary of a job whose start failed, as `train` writes it: refused by a check (exit code 2) or an
+    error of the code the checks called (exit code 1)."""
+    return {**_base_summary(member_cfg, Path(member_cfg.run_dir)), **start_failure(error)}
 
 
 def resolved_block(cfg: DictConfig, key: str) -> Any:

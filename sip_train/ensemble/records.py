@@ -33,9 +33,13 @@ class LoopCounts:
 
     def loops(self, step: int, phase: str) -> dict[str, Any]:
         """Lightning's `loops` state at `step`: phase "start" (train start), "fit" (a save after a validation
-        during fit) or "end" (after fit)."""
+        during fit), "stop" (a save as a signal stops fit) or "end" (after fit)."""
         ended = phase == "end"
         stepped = 0 if phase == "start" else step if ended else step - 1  # Lightning counts the step after its save
+        batches = _progress(step, last=False)
+        if phase == "stop":  # Lightning stops in the step's end hooks: the step is processed, not yet completed
+            for counts in (batches["total"], batches["current"]):
+                counts["completed"] = step - 1
         optimizer = {"step": {"total": {"ready": 0, "completed": 0}, "current": {"ready": 0, "completed": 0}},
                      "zero_grad": {"total": {"ready": 0, "completed": 0, "started": 0},
                                    "current": {"ready": 0, "completed": 0, "started": 0}}}
@@ -49,7 +53,7 @@ class LoopCounts:
             "fit_loop": {
                 **empty_state,
                 "epoch_loop.state_dict": {"_batches_that_stepped": stepped},
-                "epoch_loop.batch_progress": _progress(step, last=False),
+                "epoch_loop.batch_progress": batches,
                 "epoch_loop.scheduler_progress": {"total": {"ready": 0, "completed": 0},
                                                   "current": {"ready": 0, "completed": 0}},
                 "epoch_loop.automatic_optimization.state_dict": {},

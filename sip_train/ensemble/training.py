@@ -11,15 +11,18 @@ from typing import Any
 import matplotlib.pyplot as plt
 import torch
 from hydra.errors import InstantiationException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sip_train import exit_codes, plots
+from sip_train.callbacks import Preemption
 from sip_train.checkpoints import truncate_metrics
 from sip_train.ensemble.engine import EnsembleUpdate
 from sip_train.ensemble.grouping import check_one_group
-from sip_train.ensemble.members import (PRECISION, Member, build_member, config_error, device_of, replay_to_wandb,
+from sip_train.ensemble.members import (PRECISION, Member, build_member, device_of, replay_to_wandb, start_error,
                                         start_records)
 from sip_train.ensemble.problem import fold_batches, member_rows
+from sip_train.ensemble.progress import EnsembleProgress
 from sip_train.ensemble.records import MemberCheckpoints
 from sip_train.learning_curves import draw_learning_curves
 from sip_train.problems.base import Batch, batch_rows
@@ -147,7 +150,6 @@ class EnsembleRun:
             member.log_row({f"val/{name}": value for name, value in self.validated[k].items()}, self.step)
             if self.figure_examples > 0:
                 self.figure(member, self.validated[k])
-            draw_learning_curves(member.run_dir)
             counts_k = self.records[k].counts
             if in_fit:
                 counts_k.fit_val_batches += batches
@@ -197,9 +199,12 @@ class EnsembleRun:
         return result
 
     # ---- the loop ----------------------------------------------------------------------------------------------
-    def fit(self, finish) -> None:
-        """Train to max_steps; `finish(member, record, validated, status, **extra)` records each member as it ends."""
+    def fit(self, finish, stop: Preemption) -> None:
+        """Train to max_steps; `finish(member, record, validated, status, **extra)` records each member as it ends.
+        A signal `stop` caught ends the loop after the step in progress (and its validation) with SIGTERMException."""
         cfg = self.members[0].cfg
+        progress = EnsembleProgress(self.max_steps, self.members[0].problem.primary_metric,
+                                    bool(cfg.trainer.get("enable_progress_bar", True)))
         if cfg.get("validate_at_start") and self.step == 0:
             self.validate(in_fit=False)
         for k, record in enumerate(self.records):
@@ -225,6 +230,9 @@ class EnsembleRun:
                 interval_start, interval_step = time.perf_counter(), self.step
             elif self.step % self.log_every == 0:
                 interval_start, interval_step = time.perf_counter(), self.step
+            progress.after_step(self.step, self.validated, step_ms)
+            if stop.received is not None:
+                raise SIGTERMException
         if self.members and self.last_validated != self.step:
             self.validate(in_fit=False)
         self.save_last("end")
@@ -236,12 +244,14 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
 
 
-def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]]) -> list[dict[str, Any]]:
+def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]], command: str | None = None) -> list[dict[str, Any]]:
     """Train the jobs (each a composed run config with its run_dir, and the Hydra config of its job or None)
     as one ensemble; returns each job's summary, in order, as `sip_train.run.train` would.
 
     Jobs refused by the start-up checks record a configuration error (exit code 2) and the others go on;
     jobs that completed before have nothing to do; a member that diverges stops alone (exit code 3).
+    SIGTERM, SIGUSR1, SIGUSR2 and Ctrl-C stop all members after the step in progress, each checkpointed and
+    recorded as interrupted (exit code 4); `command` (the multirun's) continues them all.
     """
     summaries: list[dict[str, Any] | None] = [None] * len(jobs)
     members: list[Member] = []
@@ -251,7 +261,7 @@ def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]]) -> list[dic
         try:
             member = build_member(cfg, hydra)
         except (ValueError, TypeError, InstantiationException) as error:
-            summaries[i] = config_error(cfg, error)
+            summaries[i] = start_error(cfg, error)
             if not earlier_run:
                 write_summary(cfg.run_dir, summaries[i])
             log.error("error: %s: %s", cfg.run_dir, summaries[i]["status"].removeprefix("failed: "))
@@ -291,20 +301,31 @@ def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]]) -> list[dic
                        **record.timer.statistics(), best_checkpoint=record.callback.best_model_path or None,
                        last_checkpoint=str(record.last) if record.last.exists() else None)
         write_summary(member.run_dir, summary)
+        draw_learning_curves(member.run_dir)  # once, as it ends: redrawn at every validation it would cost K plots
         summaries[index[id(member)]] = summary
         log.info("%s/%s: %s after %d steps, val %s = %s (run dir %s)", summary["problem"], summary["optimizer"], status,
                  run.step, primary, _rounded(summary[primary]), member.run_dir)
 
+    threads = members[0].cfg.get("threads")  # not a member's own value: equal for all
+    threads_before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    stop = Preemption()
+    stop.install()
     try:
-        run.fit(finish)
-    except KeyboardInterrupt:  # every finished step of every finite member is checkpointed; rerun to continue
+        run.fit(finish, stop)
+    except (SIGTERMException, KeyboardInterrupt):  # every finished step of every finite member is checkpointed
         for member, record, validated, step in run.drop_diverged():
             finish(member, record, validated, "diverged", diverged_step=step)
-        run.save_last("fit")
+        run.save_last("stop")
         for member, record, validated in zip(run.members, run.records, run.validated):
             finish(member, record, validated, "interrupted")
-        log.warning("interrupted at step %d; continue with the same command", run.step)
+        log.warning("interrupted at step %d; continue with %s", run.step,
+                    command or "the same command (each member alone: train.py with its overrides)")
+    finally:
+        stop.restore()
+        torch.set_num_threads(threads_before)
     for member in members:
         replay_to_wandb(member)
+    stop.hand_on()  # under submitit: requeue the job, which continues every member from the checkpoints just saved
     return summaries
-

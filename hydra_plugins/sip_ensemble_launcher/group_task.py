@@ -1,0 +1,79 @@
+"""The task function the ensemble launcher gives its inner launcher: a group's job trains the group's members as
+one ensemble, any other job is the multirun's own task. It travels with the sweep's config and Hydra context
+(joblib and submitit pickle it into other processes)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, run_job
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+def job_directory(hydra: DictConfig) -> str:
+    """A job's directory as its Hydra config names it (sweep dir / subdir): the key of the group it leads."""
+    return str(Path(str(hydra.sweep.dir), str(hydra.sweep.subdir)))
+
+
+def job_config(hydra_context: HydraContext, sweep_config: DictConfig, overrides: Sequence[str], number: int) -> DictConfig:
+    """A job's full config (Hydra's part included) as Hydra's basic launcher composes it."""
+    config = hydra_context.config_loader.load_sweep_config(sweep_config, list(overrides))
+    with open_dict(config):
+        config.hydra.job.id = config.hydra.job.num = number
+    return config
+
+
+class GroupTask:
+    """Runs one job of the inner launcher: the group led by the job's directory (`groups`: directory of its
+    first member -> (overrides, job number) of each member) as one ensemble, or, for a job of its own,
+    `task_function`. A group's job returns its members' JobReturns."""
+
+    def __init__(self, task_function: TaskFunction, hydra_context: HydraContext, sweep_config: DictConfig,
+                 groups: dict[str, list[tuple[list[str], int]]], command: str) -> None:
+        self.task_function, self.hydra_context, self.sweep_config = task_function, hydra_context, sweep_config
+        self.groups, self.command = groups, command
+
+    def __call__(self, cfg: DictConfig) -> Any:
+        members = self.groups.get(job_directory(HydraConfig.get()))
+        return self.task_function(cfg) if members is None else self.train(members)
+
+    def train(self, members: list[tuple[list[str], int]]) -> list[JobReturn]:
+        """Hydra sets up each member (its directory, log file) as a job of its own, then all train together."""
+        from sip_train.ensemble.training import train_ensemble
+
+        prepared: list[tuple[DictConfig, DictConfig]] = []
+
+        def capture(task: DictConfig) -> None:
+            resolved = OmegaConf.create(OmegaConf.to_container(task, resolve=True))
+            prepared.append((resolved, HydraConfig.instance().cfg.copy()))
+
+        returns, training = [], []
+        for overrides, number in members:
+            job_return = run_job(hydra_context=self.hydra_context, task_function=capture,
+                                 config=job_config(self.hydra_context, self.sweep_config, overrides, number),
+                                 job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+            returns.append(job_return)
+            if job_return.status == JobStatus.COMPLETED:
+                training.append(job_return)
+        try:
+            summaries = train_ensemble(prepared, self.command)
+        except Exception as error:  # noqa: BLE001 - the sweep goes on; every member records the failure
+            log.exception("ensemble failed; its jobs are recorded as failed, the sweep goes on")
+            summaries = [error] * len(training)
+        for job_return, summary in zip(training, summaries):
+            if isinstance(summary, Exception):
+                job_return.status, job_return.return_value = JobStatus.FAILED, summary
+            else:
+                job_return.return_value = return_value(summary)
+        return returns
+
+
+def return_value(summary: dict[str, Any]) -> float:
+    """What train.py returns for a job of a multirun: the primary metric of a completed run, else NaN."""
+    value = summary.get(summary.get("primary_metric", "x_l1")) if summary.get("status") == "completed" else None
+    return float("nan") if value is None else float(value)
