@@ -52,7 +52,8 @@ class EnsembleRun:
         self.members = sorted(members, key=lambda m: list(shared).index(OmegaConf.to_yaml(m.cfg.problem, resolve=True)))
         self.physics = [shared[OmegaConf.to_yaml(m.cfg.problem, resolve=True)] for m in self.members]
         self.update = EnsembleUpdate(self.physics, [m.module.network for m in self.members],
-                                     [m.module.rule for m in self.members], device)
+                                     [m.module.rule for m in self.members], device,
+                                     compile=members[0].module.compile_options)
         self.records = [MemberCheckpoints(m.run_dir, f"val/{m.problem.primary_metric}", m.identity) for m in self.members]
         self.validated: list[dict[str, float]] = [{} for _ in self.members]
         self.reference: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
