@@ -97,6 +97,8 @@ class LossStep:
                  options: dict | None) -> None:
         self.loss, self.optimizer = loss, optimizer
         self.cuda_graphs = options is not None and options.get("mode") == "reduce-overhead"
+        if options is not None:  # every LossStep shares `_update`'s code, whose compiled versions torch caps (at
+            torch.compiler.reset()  # 8): the runs of one process (a multirun, ensembles) each start afresh
         self.update = self._update if options is None else torch.compile(self._update, **options)
 
     def _update(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
