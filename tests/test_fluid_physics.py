@@ -295,3 +295,14 @@ def test_loss_center_of_mass_and_vortex_match_phiflow(phi):
     reference = phi.CenteredGrid(swirl, phi.extrapolation.PERIODIC, bounds=_box(phi), x=resolution, y=resolution)
     reference = _to_torch(reference, "b,vector,y,x")
     torch.testing.assert_close(fluid.vortex(strength, resolution), reference, rtol=0, atol=1e-12)
+
+
+def test_a_non_finite_displacement_gives_nan_where_it_samples_not_a_crash():
+    """A diverging velocity (NaN, inf) must reach the divergence check as NaN, not index out of the grid."""
+    values = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    offset_x, offset_y = torch.zeros_like(values), torch.zeros_like(values)
+    offset_x[0, 0, 2, 3], offset_y[0, 0, 1, 1] = float("nan"), float("inf")
+    sampled, _ = advect.sample_periodic(values, offset_x, offset_y)
+    bad = ~torch.isfinite(sampled)
+    assert bad[0, 0, 2, 3] and bad[0, 0, 1, 1] and bad.sum() == 2
+    torch.testing.assert_close(sampled[~bad], values[~bad], rtol=0, atol=0)  # zero offsets elsewhere: the values

@@ -28,9 +28,10 @@ def sample_periodic(
     options = dict(dtype=values.dtype, device=values.device)
     x = torch.remainder(torch.arange(width, **options) + offset_x, width)
     y = torch.remainder(torch.arange(height, **options)[:, None] + offset_y, height)
-    # remainder can round up to the period itself; the weight 1 then picks the wrapped neighbour
-    x0 = x.detach().floor().clamp_max(width - 1)
-    y0 = y.detach().floor().clamp_max(height - 1)
+    # remainder can round up to the period itself; the weight 1 then picks the wrapped neighbour. A non-finite
+    # displacement reads cell 0 and its NaN weight makes the value NaN: the run diverges instead of crashing
+    x0 = x.detach().floor().nan_to_num(0.0).clamp(0, width - 1)
+    y0 = y.detach().floor().nan_to_num(0.0).clamp(0, height - 1)
     # one periodic row and column appended, so the 2x2 stencil is a fixed offset of the flat index
     padded = F.pad(values.flatten(0, 1).unsqueeze(1), (0, 1, 0, 1), mode="circular").view(batch, channels, -1)
     corner = torch.arange(2, device=values.device)  # built on the device: no host-to-device copy
