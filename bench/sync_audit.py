@@ -3,9 +3,10 @@ with the progress bar off and on (terminal mode): which calls would make the hos
 of a step, and the line that makes them (`sip_train/sync_audit.py`).
 
 Each (rule, problem, mode) trains 8 steps on a small grid (2 log steps, 2 divergence checks, one validation
-with checkpoint and figure) with the problem's own updates_per_step; calls are counted from the second
-update on; Hessian-free's CG is capped at 10 iterations. `--jobs` audits configurations in parallel processes. A 'training step' row is a synchronisation outside log writes, validation and the divergence
-check: what must not happen.
+with checkpoint, no validation figures: they cost most of the time) with each problem's own updates_per_step;
+calls are counted from the second update on; Hessian-free's CG is capped at 10 iterations. `--jobs` audits
+configurations in parallel processes. A 'training step' row is a synchronisation outside log writes,
+validation and the divergence check: what must not happen.
 
     python bench/sync_audit.py --threads 1 --jobs 2 --write BENCHMARKS.md
 """
@@ -45,9 +46,9 @@ def audit(problem: str, rule: str, terminal: bool, args: argparse.Namespace) -> 
     mode = argparse.Namespace(**{**vars(args), "progress_bar": terminal})
     with tempfile.TemporaryDirectory() as scratch:
         cfg = run_config(problem, optimizer, args.resolution if is_grid_problem(problem) else None, args.batch, STEPS,
-                         Path(scratch), mode, f"trainer.val_check_interval={STEPS - 1}", f"trainer.log_every_n_steps={EVERY}",
-                         f"divergence_check_every={EVERY}", "figure_examples=3", *([f"inverse={inverse}"] if inverse else []),
-                         *SMALL.get(optimizer, []))
+                         Path(scratch), mode, f"trainer.val_check_interval={STEPS - 1}",
+                         f"trainer.log_every_n_steps={EVERY}", f"divergence_check_every={EVERY}",
+                         *([f"inverse={inverse}"] if inverse else []), *SMALL.get(optimizer, []))
         try:
             with open(os.devnull, "w") as console, contextlib.redirect_stdout(console):  # the bar, the closing line
                 summary, tracker = audit_run(cfg, terminal=terminal)
@@ -119,8 +120,8 @@ def main() -> None:
         f"host on a GPU too are left out: torch.optim's step counters, the data loader's seeds, convergence flags "
         f"read from pinned memory). Grid {args.resolution}², batch {args.batch}, {STEPS} steps with each problem's "
         "own updates_per_step, progress bar off and in terminal mode. Listed: every call outside the log write "
-        f"of a log step, validation with its checkpoint and figure, and the divergence guard's read every {EVERY} "
-        f"steps, per update ('training step') or per Lightning step (a callback's `on_train_batch_end`). "
+        "of a log step, validation with its checkpoint (no figures drawn), and the divergence guard's read every "
+        f"{EVERY} steps, per update ('training step') or per Lightning step (a callback's `on_train_batch_end`). "
         "Configurations that did not train say why.",
         "",
         table(results),

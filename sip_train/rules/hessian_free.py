@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from sip_train import values
 from sip_train.convergence import StopFlag
@@ -190,12 +190,12 @@ class HessianFree(torch.optim.Optimizer):
 
     One parameter group only: the whole parameter vector is one Newton system. State that a
     resume needs lives in the state dict: lambda in `param_groups[0]["damping"]` (a float there; in
-    training a float64 tensor on the device from the first step on), the CG warm start and the step count per parameter in
-    `state[p]`. After each step, `step_stats` holds the step's diagnostics (float64 tensors on the
-    device; `last_stats` reads them as floats): loss, loss_after, damping (lambda used by this step's
-    CG), rho, cg_iters, cg_iter_chosen, step_size. Every decision (CG's stopping, backtracking, line
-    search, lambda) is made on the device; the host only learns every `check_every` trials whether a
-    loop may end early, so a step never waits for a GPU.
+    training a float64 tensor on the device from the first step on), the CG warm start and the step
+    count per parameter in `state[p]`. After each step, `step_stats` holds the step's diagnostics
+    (float64 tensors on the device; `last_stats` reads them as floats): loss, loss_after, damping
+    (lambda used by this step's CG), rho, cg_iters, cg_iter_chosen, step_size. Every decision (CG's
+    stopping, backtracking, line search, lambda) is made on the device; the host only learns every
+    `check_every` trials whether a loop may end early, so a step never waits for a GPU.
 
     Example:
         def forward():
@@ -380,6 +380,24 @@ class HessianFree(torch.optim.Optimizer):
         return chosen, loss_after
 
 
+def batch_statistics(network: nn.Module, inputs: Tensor) -> None:
+    """Set the running statistics of every batch norm of `network` to those of `inputs` (as
+    torch.optim.swa_utils.update_bn does for one batch, with momentum 1 instead of its cumulative average,
+    which reads the batch count from the device)."""
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta, was_training = [m.momentum for m in norms], network.training
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = 1.0
+    network.train()
+    network(inputs)
+    for module, momentum in zip(norms, momenta):
+        module.momentum = momentum
+    network.train(was_training)
+
+
 class HessianFreeRule(PhysicsGradient):
     """Train on the physics loss with `HessianFree`, the Gauss-Newton split at the prediction x.
 
@@ -421,7 +439,7 @@ class HessianFreeRule(PhysicsGradient):
         # Batch-norm running averages (momentum 0.1) lag far behind Hessian-free steps, and the line
         # search moved them at rejected trial weights: recompute them from this batch at the new weights.
         with torch.no_grad():
-            torch.optim.swa_utils.update_bn([step.problem.network_input(y_target)], step.network)
+            batch_statistics(step.network, step.problem.network_input(y_target))
         stats = optimizer.step_stats
         result["stats"] = {name: stats[key].float() for name, key in (
             ("damping", "damping"), ("cg_iterations", "cg_iters"), ("reduction_ratio", "rho"),
