@@ -2,19 +2,22 @@
 with the progress bar off and on (terminal mode): which calls would make the host wait for a GPU, per phase
 of a step, and the line that makes them (`sip_train/sync_audit.py`).
 
-Each (rule, problem, mode) trains 26 steps on a small grid (2 log steps, 3 divergence checks, one validation
-with checkpoint and figure) with the problem's own updates_per_step; calls are counted from the second
-update on. A 'training step' row is a synchronisation outside log writes, validation and the divergence
-check: what must not happen.
+Each (rule, problem, mode) trains 8 steps on a small grid (2 log steps, 2 divergence checks, one validation
+with checkpoint, no validation figures: they cost most of the time) with each problem's own updates_per_step;
+calls are counted from the second update on; Hessian-free's CG is capped at 10 iterations. `--jobs` audits
+configurations in parallel processes. A 'training step' row is a synchronisation outside log writes,
+validation and the divergence check: what must not happen.
 
-    python bench/sync_audit.py --threads 1 --write BENCHMARKS.md
+    python bench/sync_audit.py --threads 1 --jobs 2 --write BENCHMARKS.md
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -24,7 +27,10 @@ from _loops import all_problems, is_grid_problem, quiet, run_config  # noqa: E40
 from _report import REPO, markdown_table, provenance, publish  # noqa: E402
 from sip_train.sync_audit import ALLOWED, TRAINING, audit_run  # noqa: E402
 
-STEPS = 26  # log_every_n_steps and divergence_check_every 10, validation at step 25
+STEPS = 8  # log_every_n_steps and divergence_check_every 3, validation at step 7
+EVERY = 3
+#: per-rule sizes that keep a run short without changing what a step does
+SMALL = {"hessian_free": ["optimizer.optimizer.cg_max_iter=10", "optimizer.optimizer.cg_min_iter=2"]}
 
 
 def all_rules() -> list[str]:
@@ -40,15 +46,23 @@ def audit(problem: str, rule: str, terminal: bool, args: argparse.Namespace) -> 
     mode = argparse.Namespace(**{**vars(args), "progress_bar": terminal})
     with tempfile.TemporaryDirectory() as scratch:
         cfg = run_config(problem, optimizer, args.resolution if is_grid_problem(problem) else None, args.batch, STEPS,
-                         Path(scratch), mode, f"trainer.val_check_interval={STEPS - 1}", "trainer.log_every_n_steps=10",
-                         "divergence_check_every=10", "figure_examples=3", *([f"inverse={inverse}"] if inverse else []))
+                         Path(scratch), mode, f"trainer.val_check_interval={STEPS - 1}",
+                         f"trainer.log_every_n_steps={EVERY}", f"divergence_check_every={EVERY}",
+                         *([f"inverse={inverse}"] if inverse else []), *SMALL.get(optimizer, []))
         try:
-            summary, tracker = audit_run(cfg, terminal=terminal)
+            with open(os.devnull, "w") as console, contextlib.redirect_stdout(console):  # the bar, the closing line
+                summary, tracker = audit_run(cfg, terminal=terminal)
         except Exception as error:  # a refused combination, or a crash: reported, the audit goes on
             return {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
     if summary["status"] != "completed":
         return {"error": f"status {summary['status']}"}
     return {"rates": tracker.rates()}
+
+
+def _start_worker(threads: int) -> None:
+    """A process that audits configurations: its torch threads, no start-up chatter."""
+    torch.set_num_threads(threads)
+    quiet()
 
 
 def table(results: dict) -> str:
@@ -85,18 +99,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="configurations audited at once, each in its process")
     parser.add_argument("--write", type=Path, help="Markdown file whose section receives the results")
     args = parser.parse_args()
     args.device = "cpu"
     os.environ.setdefault("WANDB_MODE", "disabled")
-    torch.set_num_threads(args.threads)
-    quiet()
-    results = {}
-    for problem in args.problems:
-        for rule in args.rules:
-            for mode in args.modes:
-                results[problem, rule, mode] = audit(problem, rule, mode == "terminal", args)
-                print(table({(problem, rule, mode): results[problem, rule, mode]}), flush=True)
+    configurations = [(problem, rule, mode) for problem in args.problems for rule in args.rules for mode in args.modes]
+    with ProcessPoolExecutor(args.jobs, initializer=_start_worker, initargs=(args.threads,)) as pool:
+        futures = {key: pool.submit(audit, key[0], key[1], key[2] == "terminal", args) for key in configurations}
+        results = {}
+        for key, future in futures.items():
+            results[key] = future.result()
+            print(table({key: results[key]}), flush=True)
+    torch.set_num_threads(args.threads)  # what the provenance reports
     text = "\n".join([
         "## Host-device synchronisations per training step, every rule and problem",
         "",
@@ -105,13 +120,14 @@ def main() -> None:
         f"host on a GPU too are left out: torch.optim's step counters, the data loader's seeds, convergence flags "
         f"read from pinned memory). Grid {args.resolution}², batch {args.batch}, {STEPS} steps with each problem's "
         "own updates_per_step, progress bar off and in terminal mode. Listed: every call outside the log write "
-        "of a log step, validation with its checkpoint and figure, and the divergence guard's read every 10 "
-        "steps, per update ('training step') or per Lightning step (a callback's `on_train_batch_end`). "
+        "of a log step, validation with its checkpoint (no figures drawn), and the divergence guard's read every "
+        f"{EVERY} steps, per update ('training step') or per Lightning step (a callback's `on_train_batch_end`). "
         "Configurations that did not train say why.",
         "",
         table(results),
         "",
-        "Without any such call: " + (", ".join(clean(results)) or "none") + ".",
+        f"Without any such call: {len(clean(results))} of the {len(results)} configurations audited (every one not "
+        "listed above).",
         "",
         *provenance("bench/sync_audit.py"),
     ])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from sip_train.inverse.base import InverseSolver, loss_and_gradient, positive_float, positive_int
+from sip_train.convergence import StopFlag
 from sip_train.inverse.cg import batch_dot, per_example
 from sip_train.problems.base import InverseProblem, Observed
 
@@ -42,8 +43,9 @@ class LBFGS(InverseSolver):
         memory: (s, y) pairs kept per example.
         line_search_steps: step halvings tried before an example stays put for this iteration.
         armijo: sufficient-decrease constant c1.
-        check_every: line-search trials between host reads of whether every example has accepted its
-            step (the search stops early only then; the result is the same for any value).
+        check_every: line-search trials between posts of whether every example has accepted its step
+            (`StopFlag`; the search stops early only once the host has seen one; the result is the same
+            for any value).
     """
 
     name = "lbfgs"
@@ -80,11 +82,12 @@ class LBFGS(InverseSolver):
                      estimate: torch.Tensor, loss: torch.Tensor, gradient: torch.Tensor, direction: torch.Tensor,
                      slope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-example backtracking from step length 1; examples without sufficient decrease stay put.
-        Trials after every example has accepted change nothing, so the host checks for that only every
-        `check_every` trials."""
+        Trials after every example has accepted change nothing, so the host learns of that only every
+        `check_every` trials, without waiting for a GPU (`StopFlag`)."""
         length = torch.ones_like(loss)
         accepted = torch.zeros_like(loss, dtype=torch.bool)
         new_estimate, new_loss, new_gradient = estimate, loss, gradient
+        stop = StopFlag(loss.device, self.check_every)
         for trial_index in range(self.line_search_steps):
             trial = estimate + per_example(length, estimate) * direction
             trial_loss, trial_gradient, _ = loss_and_gradient(problem, trial, y_target, observed)
@@ -93,7 +96,7 @@ class LBFGS(InverseSolver):
             new_loss = torch.where(good, trial_loss, new_loss)
             new_gradient = torch.where(per_example(good, trial), trial_gradient, new_gradient)
             accepted = accepted | good
-            if (trial_index + 1) % self.check_every == 0 and bool(accepted.all()):
+            if stop.should_stop(trial_index + 1, accepted.all):
                 break
             length = torch.where(accepted, length, 0.5 * length)
         return new_estimate, new_loss, new_gradient

@@ -23,9 +23,10 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from sip_train import values
+from sip_train.convergence import StopFlag
 from sip_train.rules.base import StepInterface
 from sip_train.rules.gradient import PhysicsGradient
 
@@ -96,26 +97,32 @@ def hessian_product(loss: Tensor, params: Sequence[Tensor]) -> MatVec:
 
 @dataclass
 class ConjugateGradientResult:
-    """Iterates of a CG run on A p = b.
+    """Iterates of a CG run on A p = b, all on the device.
 
     Attributes:
-        iterations: number of CG iterations performed.
-        iterates: (iteration, p, phi(p)) at the stored iterations, the last one included;
-            phi(p) = 1/2 p^T A p - b^T p is the CG quadratic objective.
+        iterations: number of CG iterations performed (0-dim int64 tensor).
+        iterates: (iteration, p, phi(p)) at the stored iterations, then the final iterate (its iteration a
+            0-dim tensor); phi(p) = 1/2 p^T A p - b^T p is the CG quadratic objective (0-dim float64 tensor).
+            Those stored at or after the final iteration (CG stopped on the device before the host learned
+            it) repeat the final iterate.
     """
 
-    iterations: int
-    iterates: list[tuple[int, Tensor, float]]
+    iterations: Tensor
+    iterates: list[tuple[int | Tensor, Tensor, Tensor]]
 
 
 def conjugate_gradient(matvec: MatVec, b: Tensor, x0: Tensor, max_iter: int, min_window: int,
-                       progress_tol: float, store_ratio: float) -> ConjugateGradientResult:
+                       progress_tol: float, store_ratio: float, check_every: int | None = None
+                       ) -> ConjugateGradientResult:
     """Minimise phi(p) = 1/2 p^T A p - b^T p (solve A p = b) by conjugate gradient.
 
     Stops after `max_iter` iterations, on a direction of non-positive curvature, or by
     Martens' relative-progress test (2010, sec. 4.4): with k = max(min_window, ceil(0.1 i)),
     stop once phi_i < 0 and (phi_i - phi_{i-k}) / phi_i < k * progress_tol.
     Iterates are stored at iterations ceil(store_ratio^j) (Martens 2010, sec. 4.6) and at the end.
+    The tests run on the device (phi in float64, as the host would compare it) and freeze the iterate
+    once they stop it; the host loop ends once it learns so (`StopFlag`, every `check_every` iterations,
+    never waiting for a GPU).
 
     Args:
         matvec: p -> A p on flat vectors.
@@ -125,49 +132,52 @@ def conjugate_gradient(matvec: MatVec, b: Tensor, x0: Tensor, max_iter: int, min
         min_window: smallest progress window k (CG runs at least this many iterations).
         progress_tol: relative progress per iteration below which CG stops.
         store_ratio: growth factor of the storage grid (> 1).
+        check_every: iterations between posts of the stop flag (None: `StopFlag`'s default).
     """
     x = x0.clone()
     residual = b - matvec(x)
     direction = residual.clone()
     residual_sq = residual.dot(residual)
-    objective = [(-0.5 * x.dot(b + residual)).item()]
+    objective = [(-0.5 * x.dot(b + residual)).double()]
+    running = torch.ones((), dtype=torch.bool, device=b.device)
+    done = torch.zeros((), dtype=torch.int64, device=b.device)
     iterates = []
     next_store, store_power = 1, 0
-    iteration = 0
+    stop = StopFlag(b.device, check_every)
     for iteration in range(1, max_iter + 1):
         a_direction = matvec(direction)
         curvature = direction.dot(a_direction)
-        if not curvature > 0:
-            iteration -= 1
-            break
+        running = running & (curvature > 0)
         alpha = residual_sq / curvature
-        x = x + alpha * direction
-        residual = residual - alpha * a_direction
-        objective.append((-0.5 * x.dot(b + residual)).item())
+        x = torch.where(running, x + alpha * direction, x)
+        residual = torch.where(running, residual - alpha * a_direction, residual)
+        objective.append(torch.where(running, (-0.5 * x.dot(b + residual)).double(), objective[-1]))
+        done = done + running.long()
         if iteration == next_store:
             iterates.append((iteration, x.clone(), objective[-1]))
             while next_store <= iteration:
                 store_power += 1
                 next_store = math.ceil(store_ratio ** store_power)
         window = max(min_window, math.ceil(0.1 * iteration))
-        phi = objective[-1]
-        if iteration >= window and phi < 0 and (phi - objective[-1 - window]) / phi < window * progress_tol:
-            break
+        if iteration >= window:
+            phi = objective[-1]
+            running = running & ~((phi < 0) & ((phi - objective[-1 - window]) / phi < window * progress_tol))
         new_residual_sq = residual.dot(residual)
-        direction = residual + (new_residual_sq / residual_sq) * direction
-        residual_sq = new_residual_sq
-    if not iterates or iterates[-1][0] != iteration:
-        iterates.append((iteration, x, objective[-1]))
-    return ConjugateGradientResult(iteration, iterates)
+        direction = torch.where(running, residual + (new_residual_sq / residual_sq) * direction, direction)
+        residual_sq = torch.where(running, new_residual_sq, residual_sq)
+        if stop.should_stop(iteration, lambda: ~running):
+            break
+    iterates.append((done, x, objective[-1]))
+    return ConjugateGradientResult(done, iterates)
 
 
-def levenberg_marquardt_damping(damping: float, rho: float) -> float:
-    """Martens' (2010, sec. 4.1) damping rule: x 3/2 if rho < 1/4 (NaN included), x 2/3 if rho > 3/4."""
-    if not rho >= 0.25:
-        return damping * 1.5
-    if rho > 0.75:
-        return damping * 2.0 / 3.0
-    return damping
+def levenberg_marquardt_damping(damping: Tensor | float, rho: Tensor | float) -> Tensor | float:
+    """Martens' (2010, sec. 4.1) damping rule: x 3/2 if rho < 1/4 (NaN included), x 2/3 if rho > 3/4;
+    in float64, decided on rho's device (a float if both are floats)."""
+    rho_t = torch.as_tensor(rho, dtype=torch.float64)
+    damping_t = damping if isinstance(damping, Tensor) else torch.full_like(rho_t, damping)
+    new = torch.where(~(rho_t >= 0.25), damping_t * 1.5, torch.where(rho_t > 0.75, damping_t * 2.0 / 3.0, damping_t))
+    return new if isinstance(rho, Tensor) or isinstance(damping, Tensor) else new.item()
 
 
 class HessianFree(torch.optim.Optimizer):
@@ -179,10 +189,13 @@ class HessianFree(torch.optim.Optimizer):
     change with the undamped model change q(p) - q(0) = g^T p + 1/2 p^T B p.
 
     One parameter group only: the whole parameter vector is one Newton system. State that a
-    resume needs lives in the state dict: lambda in `param_groups[0]["damping"]`, the CG warm
-    start and the step count per parameter in `state[p]`. After each step, `last_stats` holds
-    the step's diagnostics (floats): loss, loss_after, damping (lambda used by this step's CG),
-    rho, cg_iters, cg_iter_chosen, step_size.
+    resume needs lives in the state dict: lambda in `param_groups[0]["damping"]` (a float there; in
+    training a float64 tensor on the device from the first step on), the CG warm start and the step
+    count per parameter in `state[p]`. After each step, `step_stats` holds the step's diagnostics
+    (float64 tensors on the device; `last_stats` reads them as floats): loss, loss_after, damping
+    (lambda used by this step's CG), rho, cg_iters, cg_iter_chosen, step_size. Every decision (CG's
+    stopping, backtracking, line search, lambda) is made on the device; the host only learns every
+    `check_every` trials whether a loop may end early, so a step never waits for a GPU.
 
     Example:
         def forward():
@@ -195,7 +208,7 @@ class HessianFree(torch.optim.Optimizer):
                  damping: float = 1.0, curvature: str = "ggn", cg_max_iter: int = 250,
                  cg_min_iter: int = 10, cg_decay: float = 0.95, cg_tol: float = 5e-4,
                  cg_store_ratio: float = 1.3, armijo_c: float = 1e-2,
-                 armijo_shrink: float = 0.8, armijo_max_iter: int = 20) -> None:
+                 armijo_shrink: float = 0.8, armijo_max_iter: int = 20, check_every: int | None = None) -> None:
         """
         Args:
             params: parameters to optimise (a single group).
@@ -210,6 +223,8 @@ class HessianFree(torch.optim.Optimizer):
             armijo_c: sufficient-decrease constant c of f(theta + a p) <= f + c a g^T p.
             armijo_shrink: step size factor per rejected line-search trial.
             armijo_max_iter: line-search trials before the step is rejected (step size 0).
+            check_every: CG iterations, backtracking and line-search trials between the host's looks at
+                whether they are done (`StopFlag`; None: its default); the result is the same for any value.
         """
         values.choice("optimizer.optimizer.curvature", curvature, CURVATURES)
         values.number("optimizer.lr", lr)
@@ -223,7 +238,20 @@ class HessianFree(torch.optim.Optimizer):
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError("HessianFree supports a single parameter group")
-        self.last_stats: dict[str, float] = {}
+        self.check_every = check_every
+        self.step_stats: dict[str, Tensor] = {}
+
+    @property
+    def last_stats(self) -> dict[str, float]:
+        """The last step's diagnostics as floats (reading them waits for the device)."""
+        return {name: float(value) for name, value in self.step_stats.items()}
+
+    def state_dict(self) -> dict:
+        """The optimizer's state, lambda as a float (read from the device when a checkpoint is written)."""
+        state = super().state_dict()
+        group = state["param_groups"][0]
+        group["damping"] = float(group["damping"])
+        return state
 
     def _params(self) -> list[Tensor]:
         return [p for p in self.param_groups[0]["params"] if p.requires_grad]
@@ -246,7 +274,7 @@ class HessianFree(torch.optim.Optimizer):
         return gauss_newton_product(loss, output, params)
 
     def step(self, closure: Forward) -> Tensor:  # type: ignore[override]
-        """One Hessian-free step.
+        """One Hessian-free step, decided on the device: the host never waits for it.
 
         Args:
             closure: forward() -> (loss, output): re-runs network and physics with a graph and
@@ -260,38 +288,41 @@ class HessianFree(torch.optim.Optimizer):
         """
         group = self.param_groups[0]
         params = self._params()
-        damping = group["damping"]
         with torch.enable_grad():
             loss, output = closure()
             gradient = _flat(_vjp([loss], params, [torch.ones_like(loss)])).detach()
+            damping = group["damping"]
+            if isinstance(damping, Tensor):  # lambda lives on the device from the first step on
+                damping = damping.to(gradient.device)
+            else:
+                damping = torch.full((), damping, dtype=torch.float64, device=gradient.device)
             curvature = self._curvature_product(loss, output, params)
             cg = conjugate_gradient(lambda v: curvature(v) + damping * v, -gradient,
-                                    self._warm_start(params), group["cg_max_iter"],
-                                    group["cg_min_iter"], group["cg_tol"], group["cg_store_ratio"])
+                                    self._warm_start(params), group["cg_max_iter"], group["cg_min_iter"],
+                                    group["cg_tol"], group["cg_store_ratio"], self.check_every)
         del curvature, output
         loss = loss.detach()
-        loss_before = loss.item()
+        loss_before = loss.double()
         self._record_step(params, cg.iterates[-1][1], group["cg_decay"])
 
         start = _flat(params).detach().clone()
 
-        def loss_at(delta: Tensor) -> float:
+        def loss_at(delta: Tensor) -> Tensor:
             self._assign(params, start + delta)
             with torch.no_grad():
-                return closure()[0].item()
+                return closure()[0].double()
 
-        chosen, loss_chosen = self._backtrack(cg.iterates, loss_at)
-        iteration, direction, phi = cg.iterates[chosen]
-        predicted = phi - 0.5 * damping * direction.dot(direction).item()  # undamped q(p) - q(0)
-        rho = (loss_chosen - loss_before) / predicted if predicted < 0 else -math.inf
+        iteration, direction, phi, loss_chosen = self._backtrack(cg, loss_at)
+        predicted = phi - 0.5 * damping * direction.dot(direction).double()  # undamped q(p) - q(0)
+        rho = torch.where(predicted < 0, (loss_chosen - loss_before) / predicted, -math.inf)
         group["damping"] = levenberg_marquardt_damping(damping, rho)
 
         step_size, loss_after = self._armijo(
             lambda a: loss_chosen if a == 1.0 else loss_at(a * direction),
-            loss_before, gradient.dot(direction).item(), group)
+            loss_before, gradient.dot(direction).double(), group)
         self._assign(params, start + step_size * direction)
-        self.last_stats = dict(loss=loss_before, loss_after=loss_after, damping=damping, rho=rho,
-                               cg_iters=float(cg.iterations), cg_iter_chosen=float(iteration),
+        self.step_stats = dict(loss=loss_before, loss_after=loss_after, damping=damping, rho=rho,
+                               cg_iters=cg.iterations.double(), cg_iter_chosen=iteration.double(),
                                step_size=step_size)
         return loss
 
@@ -301,37 +332,70 @@ class HessianFree(torch.optim.Optimizer):
             for p, chunk in zip(params, _split(vector, params)):
                 p.copy_(chunk)
 
-    @staticmethod
-    def _backtrack(iterates: list[tuple[int, Tensor, float]],
-                   loss_at: Callable[[Tensor], float]) -> tuple[int, float]:
-        """Martens (2010, sec. 4.6): walk back from the last stored CG iterate while the loss falls.
+    def _backtrack(self, cg: ConjugateGradientResult, loss_at: Callable[[Tensor], Tensor]
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Martens (2010, sec. 4.6): walk back from the final CG iterate over the stored ones while the loss
+        falls (those that repeat the final iterate are passed over).
 
         Returns:
-            Index into `iterates` of the best iterate seen, and its loss.
+            The best iterate seen: its CG iteration, the iterate, its phi and its loss.
         """
-        best, best_loss = len(iterates) - 1, loss_at(iterates[-1][1])
-        for index in range(len(iterates) - 2, -1, -1):
-            candidate_loss = loss_at(iterates[index][1])
-            if not candidate_loss < best_loss:
+        final_iteration, best, best_phi = cg.iterates[-1]
+        best_iteration, best_loss = final_iteration.clone(), loss_at(best)
+        walking = torch.ones_like(final_iteration, dtype=torch.bool)
+        stop = StopFlag(best.device, self.check_every)
+        for count, (iteration, candidate, phi) in enumerate(reversed(cg.iterates[:-1]), start=1):
+            earlier = iteration < final_iteration
+            candidate_loss = loss_at(candidate)
+            better = walking & earlier & (candidate_loss < best_loss)
+            walking = walking & (~earlier | better)
+            best_iteration = torch.where(better, iteration, best_iteration)
+            best = torch.where(better, candidate, best)
+            best_phi = torch.where(better, phi, best_phi)
+            best_loss = torch.where(better, candidate_loss, best_loss)
+            if stop.should_stop(count, lambda: ~walking):
                 break
-            best, best_loss = index, candidate_loss
-        return best, best_loss
+        return best_iteration, best, best_phi, best_loss
 
-    @staticmethod
-    def _armijo(loss_at_step_size: Callable[[float], float], loss: float, slope: float,
-                group: dict) -> tuple[float, float]:
+    def _armijo(self, loss_at_step_size: Callable[[float], Tensor], loss: Tensor, slope: Tensor,
+                group: dict) -> tuple[Tensor, Tensor]:
         """Largest a = lr * shrink^n with f(theta + a p) <= f + c a g^T p (M&S 2012, sec. 8.8).
 
         Returns:
             (a, f(theta + a p)), or (0, f) when no trial satisfies the condition.
         """
         step_size = group["lr"]
-        for _ in range(group["armijo_max_iter"]):
+        chosen, loss_after = torch.zeros_like(loss), loss
+        searching = torch.ones_like(loss, dtype=torch.bool)
+        stop = StopFlag(loss.device, self.check_every)
+        for trial_index in range(group["armijo_max_iter"]):
             trial = loss_at_step_size(step_size)
-            if trial <= loss + group["armijo_c"] * step_size * slope:
-                return step_size, trial
+            accept = searching & (trial <= loss + group["armijo_c"] * step_size * slope)
+            chosen = torch.where(accept, step_size, chosen)
+            loss_after = torch.where(accept, trial, loss_after)
+            searching = searching & ~accept
+            if stop.should_stop(trial_index + 1, lambda: ~searching):
+                break
             step_size *= group["armijo_shrink"]
-        return 0.0, loss
+        return chosen, loss_after
+
+
+def batch_statistics(network: nn.Module, inputs: Tensor) -> None:
+    """Set the running statistics of every batch norm of `network` to those of `inputs` (as
+    torch.optim.swa_utils.update_bn does for one batch, with momentum 1 instead of its cumulative average,
+    which reads the batch count from the device)."""
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta, was_training = [m.momentum for m in norms], network.training
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = 1.0
+    network.train()
+    network(inputs)
+    for module, momentum in zip(norms, momenta):
+        module.momentum = momentum
+    network.train(was_training)
 
 
 class HessianFreeRule(PhysicsGradient):
@@ -375,9 +439,9 @@ class HessianFreeRule(PhysicsGradient):
         # Batch-norm running averages (momentum 0.1) lag far behind Hessian-free steps, and the line
         # search moved them at rejected trial weights: recompute them from this batch at the new weights.
         with torch.no_grad():
-            torch.optim.swa_utils.update_bn([step.problem.network_input(y_target)], step.network)
-        stats = optimizer.last_stats
-        result["stats"] = {name: torch.tensor(stats[key], device=y_target.device) for name, key in (
+            batch_statistics(step.network, step.problem.network_input(y_target))
+        stats = optimizer.step_stats
+        result["stats"] = {name: stats[key].float() for name, key in (
             ("damping", "damping"), ("cg_iterations", "cg_iters"), ("reduction_ratio", "rho"),
             ("step_size", "step_size"))}
         return result
