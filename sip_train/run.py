@@ -268,8 +268,8 @@ def _train(cfg: DictConfig, run_dir: Path, earlier_run: bool, is_rank_zero: bool
         summary.update(start_failure(error))
         if is_rank_zero and not earlier_run:
             write_summary(run_dir, summary)
-        if summary["exit_code"] == exit_codes.CONFIG_ERROR:
-            raise ConfigError(summary["status"].removeprefix("failed: ")) from error
+        if is_refusal(error):
+            raise ConfigError(str(root_cause(error))) from error
         raise
     # the checks passed: from here on the run directory is this run's
     if is_rank_zero:
