@@ -40,9 +40,9 @@ CPU = torch.device("cpu")
 PROBLEMS = {
     "sine": (["problem=sine", "optimizer=adam"], 1500, 256),
     "exp": (["problem=exp", "optimizer=adam"], 1000, 256),
-    "oscillators": (["problem=oscillators", "optimizer=adam"], 200, 64),
+    "oscillators": (["problem=oscillators", "optimizer=adam"], 200, 256),
     "poisson U-Net": (["problem=poisson", "optimizer=adam", "problem.resolution=16", "network=unet",
-                       "network.batch_norm=false", "network.levels=2", "data.batch_size=8"], 40, 64),
+                       "network.batch_norm=false", "network.levels=2", "data.batch_size=8"], 40, 256),
 }
 WARMUP = 3  # untimed updates first (the compiled variants compile in them)
 torch._dynamo.config.recompile_limit = 64  # the compiled updates of every K share one code object: one entry each
@@ -147,15 +147,15 @@ def throughput(sizes: list[int], rounds: int, compiled: set[str], compiled_sizes
     return markdown_table(HEADER, rows), notes
 
 
-def sweep_time(jobs: int, launcher: list[str], logger: str = "csv") -> float:
+def sweep_time(jobs: int, launcher: list[str], logger: str = "csv", figures: bool = True) -> float:
     """Wall time of a plain `train.py -m` sweep of `jobs` sine jobs (seeds x lr) with a launcher, one thread per
-    process."""
+    process; without validation figures where `figures` is false."""
     seeds = ",".join(str(s) for s in range(jobs // 2))
     with tempfile.TemporaryDirectory() as directory:
         command = [sys.executable, "train.py", "-m", "problem=sine", "optimizer=adam", f"seed={seeds}",
                    "optimizer.lr=1e-3,3e-3", f"logger={logger}", "trainer.max_steps=1000",
                    "trainer.val_check_interval=500", "trainer.enable_progress_bar=false",
-                   f"hydra.sweep.dir={directory}", *launcher]
+                   f"hydra.sweep.dir={directory}", *launcher, *([] if figures else ["figure_examples=0"])]
         start = time.perf_counter()
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
                               env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"})
@@ -167,19 +167,35 @@ def sweep_time(jobs: int, launcher: list[str], logger: str = "csv") -> float:
         return seconds
 
 
+ENSEMBLE = ["hydra/launcher=ensemble"]
+#: name: (launcher overrides, logger, validation figures). The CSV and W&B ensembles run back to back, twice.
+SWEEPS = {"basic": ([], "csv", True),
+          "joblib (2 processes)": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "csv", True),
+          "ensemble": (ENSEMBLE, "csv", True), "ensemble, W&B offline": (ENSEMBLE, "wandb", True),
+          "basic, no validation figures": ([], "csv", False),
+          "ensemble, no validation figures": (ENSEMBLE, "csv", False)}
+WANDB_PAIRS = 2
+
+
 def sweeps(jobs: int) -> str:
-    launchers = {"basic": ([], "csv"), "joblib (2 processes)": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "csv"),
-                 "ensemble": (["hydra/launcher=ensemble"], "csv"), "ensemble, W&B offline": (["hydra/launcher=ensemble"], "wandb")}
-    seconds = {}
-    for name, (extra, logger) in launchers.items():
-        seconds[name] = sweep_time(jobs, extra, logger)
-        print(name, f"{seconds[name]:.0f} s", flush=True)
-    rows = [[name, f"{value:.0f}", f"{seconds['basic'] / value:.1f}x"] for name, value in seconds.items()]
-    wandb_cost = (seconds["ensemble, W&B offline"] - seconds["ensemble"]) / jobs
+    """The sweep table: each launcher's wall time against basic's, and W&B's cost per member (the median
+    difference of WANDB_PAIRS back-to-back pairs of the CSV and W&B ensembles)."""
+    seconds: dict[str, list[float]] = {name: [] for name in SWEEPS}
+    order = [*SWEEPS] + ["ensemble", "ensemble, W&B offline"] * (WANDB_PAIRS - 1)
+    for name in order:
+        extra, logger, figures = SWEEPS[name]
+        seconds[name].append(sweep_time(jobs, extra, logger, figures))
+        print(name, f"{seconds[name][-1]:.0f} s", flush=True)
+    basic = {True: seconds["basic"][0], False: seconds["basic, no validation figures"][0]}
+    rows = [[name, " / ".join(f"{value:.0f}" for value in values),
+             f"{basic[SWEEPS[name][2]] / statistics.median(values):.1f}x"] for name, values in seconds.items()]
+    wandb_cost = statistics.median(w - c for c, w in zip(seconds["ensemble"], seconds["ensemble, W&B offline"])) / jobs
     return "\n".join([f"{jobs} sine jobs of 1,000 steps (`train.py -m ... seed=0..{jobs // 2 - 1} optimizer.lr=1e-3,3e-3`, "
-                      "one torch thread per process, one run of each):", "",
+                      "validation every 500 steps, one torch thread per process; each run's times listed; "
+                      "the rows without validation figures are compared with basic without them):", "",
                       markdown_table(["launcher", "wall time (s)", "vs basic"], rows), "",
-                      f"W&B (offline) costs the ensemble {wandb_cost:.2f} s per member more than CSV logging."])
+                      f"W&B (offline) costs the ensemble {wandb_cost:.2f} s per member more than CSV logging "
+                      f"(median of {WANDB_PAIRS} back-to-back pairs)."])
 
 
 def main() -> None:

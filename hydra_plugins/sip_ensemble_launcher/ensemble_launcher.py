@@ -107,9 +107,8 @@ class EnsembleLauncher(Launcher):
                     for i in members:
                         log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
                 inner_jobs.append(members)
-        task = GroupTask(self.task_function, self.hydra_context, self.config,
-                         {job_directory(configs[jobs[0]].hydra): [(list(job_overrides[i]), initial_job_idx + i)
-                                                                  for i in jobs]
+        task = GroupTask(self.task_function, self.hydra_context,
+                         {job_directory(configs[jobs[0]].hydra): [configs[i] for i in jobs]
                           for jobs in inner_jobs if len(jobs) > 1}, self._command())
         config = self.config.copy()
         with open_dict(config):

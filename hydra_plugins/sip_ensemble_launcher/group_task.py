@@ -30,19 +30,19 @@ def job_config(hydra_context: HydraContext, sweep_config: DictConfig, overrides:
 
 class GroupTask:
     """Runs one job of the inner launcher: the group led by the job's directory (`groups`: directory of its
-    first member -> (overrides, job number) of each member) as one ensemble, or, for a job of its own,
-    `task_function`. A group's job returns its members' JobReturns."""
+    first member -> the full config of each member, as `job_config` composed it for the launcher) as one
+    ensemble, or, for a job of its own, `task_function`. A group's job returns its members' JobReturns."""
 
-    def __init__(self, task_function: TaskFunction, hydra_context: HydraContext, sweep_config: DictConfig,
-                 groups: dict[str, list[tuple[list[str], int]]], command: str) -> None:
-        self.task_function, self.hydra_context, self.sweep_config = task_function, hydra_context, sweep_config
+    def __init__(self, task_function: TaskFunction, hydra_context: HydraContext,
+                 groups: dict[str, list[DictConfig]], command: str) -> None:
+        self.task_function, self.hydra_context = task_function, hydra_context
         self.groups, self.command = groups, command
 
     def __call__(self, cfg: DictConfig) -> Any:
         members = self.groups.get(job_directory(HydraConfig.get()))
         return self.task_function(cfg) if members is None else self.train(members)
 
-    def train(self, members: list[tuple[list[str], int]]) -> list[JobReturn]:
+    def train(self, members: list[DictConfig]) -> list[JobReturn]:
         """Hydra sets up each member (its directory, log file) as a job of its own, then all train together."""
         from sip_train.ensemble.training import train_ensemble
 
@@ -53,9 +53,8 @@ class GroupTask:
             prepared.append((resolved, HydraConfig.instance().cfg.copy()))
 
         returns, training = [], []
-        for overrides, number in members:
-            job_return = run_job(hydra_context=self.hydra_context, task_function=capture,
-                                 config=job_config(self.hydra_context, self.sweep_config, overrides, number),
+        for config in members:
+            job_return = run_job(hydra_context=self.hydra_context, task_function=capture, config=config,
                                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             returns.append(job_return)
             if job_return.status == JobStatus.COMPLETED:
