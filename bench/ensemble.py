@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from _report import REPO, markdown_table, provenance, publish
@@ -132,8 +132,9 @@ HEADER = ["problem", "mode", "K", "ensemble member-updates/s", "sequential membe
 
 
 def throughput(sizes: list[int], rounds: int, compiled: set[str], compiled_sizes: list[int],
-               threads: int) -> tuple[str, list[str]]:
-    """The speed-up table at `threads` torch threads, and notes on what was not run."""
+               threads: int) -> Iterator[tuple[str, list[str]]]:
+    """The speed-up table at `threads` torch threads and notes on what was not run, after each problem (a long
+    run that fails leaves what it measured)."""
     torch.set_num_threads(threads)
     rows, notes = [], []
     for name, (_, _, largest) in PROBLEMS.items():
@@ -144,7 +145,7 @@ def throughput(sizes: list[int], rounds: int, compiled: set[str], compiled_sizes
         if name in compiled:
             notes.append(f"{name} compiled: K = {', '.join(map(str, compiled_sizes))} only (Inductor's compile time)")
             rows += speedups(name, [k for k in ks if k in compiled_sizes], True, rounds)
-    return markdown_table(HEADER, rows), notes
+        yield markdown_table(HEADER, rows), notes
 
 
 def sweep_time(jobs: int, launcher: list[str], logger: str = "csv", figures: bool = True) -> float:
@@ -212,17 +213,20 @@ def main() -> None:
     text = ["## Ensembles against sequential runs", "", *provenance("bench/ensemble.py"), ""]
     parts = [("throughput", threads) for threads in args.threads[:1]]
     parts += [("sweeps", None)] * bool(args.sweep_jobs) + [("throughput", threads) for threads in args.threads[1:]]
-    for part, threads in parts:  # the section is written after each part: a long run leaves what it measured
+    for part, threads in parts:  # the section is written after each part and problem: a long run leaves what it measured
         if part == "sweeps":
             text += ["### Whole sweeps", "", sweeps(args.sweep_jobs), ""]
-        else:
-            first = threads == args.threads[0]
-            table, notes = throughput(args.sizes, args.rounds, set(args.compiled) if first else set(),
-                                      args.compiled_sizes, threads)
-            text += [f"### {threads} torch thread(s), load average "
-                     + "/".join(f"{load:.1f}" for load in os.getloadavg()) + " after it", "", table, ""]
-            text += [f"- {note}" for note in notes] + [""]
-        publish("\n".join(text), args.out, "ensemble")
+            publish("\n".join(text), args.out, "ensemble")
+            continue
+        first = threads == args.threads[0]
+        for table, notes in throughput(args.sizes, args.rounds, set(args.compiled) if first else set(),
+                                       args.compiled_sizes, threads):
+            part_text = [f"### {threads} torch thread(s), load average "
+                         + "/".join(f"{load:.1f}" for load in os.getloadavg()) + " after it", "", table, "",
+                         *[f"- {note}" for note in notes], ""]
+            publish("\n".join(text + part_text), args.out, "ensemble")
+        text += part_text
+
 
 if __name__ == "__main__":
     main()

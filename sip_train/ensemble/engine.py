@@ -54,7 +54,9 @@ class EnsembleUpdate:
                      "ensemble's update runs eager", type(self.rule).__name__)
             compile = None
         elif compile is not None:
-            compile = update_compile_options(compile, device)
+            # static shapes: when diverged members leave, the smaller ensemble compiles afresh (vmap of the U-Net's
+            # interpolation fails under the dynamic shapes torch would otherwise switch to)
+            compile = {**update_compile_options(compile, device), "dynamic": False}
             log.info("compile: the ensemble's whole update (networks, physics, objective, backward, optimizer step), "
                      "torch.compile %s", compile or "defaults")
         self.step_function = LossStep(self._objective, self.optimizer, compile)
