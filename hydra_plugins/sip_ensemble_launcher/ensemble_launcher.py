@@ -29,7 +29,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hydra_plugins.sip_ensemble_launcher.group_task import GroupTask, job_config, job_directory
+from hydra_plugins.sip_ensemble_launcher.group_task import GroupTask, job_directory
 from sip_train.sweep.spec import quote
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,14 @@ class EnsembleLauncher(Launcher):
                     returns[i] = JobReturn(overrides=list(job_overrides[i]), status=JobStatus.FAILED,
                                            _return_value=job_return._return_value)
         return returns
+
+
+def job_config(hydra_context: HydraContext, sweep_config: DictConfig, overrides: Sequence[str], number: int) -> DictConfig:
+    """A job's full config (Hydra's part included) as Hydra's basic launcher composes it."""
+    config = hydra_context.config_loader.load_sweep_config(sweep_config, list(overrides))
+    with open_dict(config):
+        config.hydra.job.id = config.hydra.job.num = number
+    return config
 
 
 def _pinned(overrides: Sequence[str], config: DictConfig) -> list[str]:

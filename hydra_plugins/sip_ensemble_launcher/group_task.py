@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, run_job
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +20,9 @@ def job_directory(hydra: DictConfig) -> str:
     return str(Path(str(hydra.sweep.dir), str(hydra.sweep.subdir)))
 
 
-def job_config(hydra_context: HydraContext, sweep_config: DictConfig, overrides: Sequence[str], number: int) -> DictConfig:
-    """A job's full config (Hydra's part included) as Hydra's basic launcher composes it."""
-    config = hydra_context.config_loader.load_sweep_config(sweep_config, list(overrides))
-    with open_dict(config):
-        config.hydra.job.id = config.hydra.job.num = number
-    return config
-
-
 class GroupTask:
     """Runs one job of the inner launcher: the group led by the job's directory (`groups`: directory of its
-    first member -> the full config of each member, as `job_config` composed it for the launcher) as one
+    first member -> the full config of each member, as the launcher composed it) as one
     ensemble, or, for a job of its own, `task_function`. A group's job returns its members' JobReturns."""
 
     def __init__(self, task_function: TaskFunction, hydra_context: HydraContext,
