@@ -2,15 +2,21 @@
 the validation error, saved under <run dir>/figures and sent to W&B."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
+from matplotlib.figure import Figure
 
 from sip_train import plots
 from sip_train.problems.base import Batch, batch_rows
+
+#: W&B's key of the validation figures.
+WANDB_KEY = "val/examples"
+_FILE = re.compile(r"val_step(\d{7})\.png")
 
 
 def method_name(hparams: dict) -> str:
@@ -22,6 +28,25 @@ def method_name(hparams: dict) -> str:
         return choice if isinstance(choice, str) else hparams[group]["_target_"].rsplit(".", 1)[-1].lower()
 
     return f"{option('problem')}/{option('optimizer')}"
+
+
+def save_validation_figure(figure: Figure, run_dir: str | Path, step: int, method: str, inverse: str | None,
+                           metric: str, error: float | None) -> Path:
+    """Title `figure` with the method (and its inverse solver), the step and the validation error, save it as
+    <run_dir>/figures/val_step<step>.png and free it; returns the file (the image W&B gets too)."""
+    title = method + (f" ({inverse})" if inverse else "") + f", step {step}"
+    plots.add_title(figure, title + (f", val {metric} = {error:.4g}" if error is not None else ""))
+    path = Path(run_dir) / "figures" / f"val_step{step:07d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def saved_validation_figures(run_dir: str | Path) -> dict[int, Path]:
+    """step -> the validation figure a run saved at that step."""
+    found = ((_FILE.fullmatch(path.name), path) for path in (Path(run_dir) / "figures").glob("val_step*.png"))
+    return {int(match.group(1)): path for match, path in found if match}
 
 
 class ValidationFigures(Callback):
@@ -46,15 +71,10 @@ class ValidationFigures(Callback):
         problem = pl_module.problem
         figure = problem.figure(*self._batch)
         self._batch = None
-        name = problem.primary_metric
-        error = trainer.callback_metrics.get(f"val/{name}")
-        inverse = getattr(getattr(pl_module.rule, "inverse", None), "name", None)
-        title = self.method + (f" ({inverse})" if inverse else "") + f", step {trainer.global_step}"
-        plots.add_title(figure, title + (f", val {name} = {float(error):.4g}" if error is not None else ""))
-        directory = Path(trainer.default_root_dir) / "figures"
-        directory.mkdir(parents=True, exist_ok=True)
-        figure.savefig(directory / f"val_step{trainer.global_step:07d}.png", dpi=80)
+        error = trainer.callback_metrics.get(f"val/{problem.primary_metric}")
+        path = save_validation_figure(figure, trainer.default_root_dir, trainer.global_step, self.method,
+                                      getattr(getattr(pl_module.rule, "inverse", None), "name", None),
+                                      problem.primary_metric, None if error is None else float(error))
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image("val/examples", [figure], step=trainer.global_step)
-        plt.close(figure)
+            if isinstance(logger, WandbLogger):  # the saved file: no second drawing of the figure
+                logger.log_image(WANDB_KEY, [str(path)], step=trainer.global_step)

@@ -37,8 +37,14 @@ class WandbRun:
             elif kind == "metric":
                 self.metrics.append(record.metric)
             elif kind == "history":
-                self.history.append({(item.nested_key[0] if item.nested_key else item.key): json.loads(item.value_json)
-                                     for item in record.history.item})  # an image's parts all under its key
+                row: dict = {}
+                for item in record.history.item:  # an image's parts (width, height, ...) as a dict under its key
+                    value = json.loads(item.value_json)
+                    if len(item.nested_key) > 1:
+                        row.setdefault(item.nested_key[0], {})["/".join(item.nested_key[1:])] = value
+                    else:
+                        row[item.nested_key[0] if item.nested_key else item.key] = value
+                self.history.append(row)
             elif kind == "summary":
                 self._update(self.summary, record.summary.update)
 
@@ -115,16 +121,20 @@ def test_disabled_logs_nothing_to_wandb_and_the_csv_still_works(tiny_config, tmp
     assert pd.read_csv(tmp_path / "metrics.csv")["val/x_l1"].notna().sum() == 2
 
 
-def test_multirun_jobs_share_a_group_and_carry_their_swept_values(tmp_path):
-    sweep_dir = tmp_path / "lr_check"
+def wandb_multirun(sweep_dir: Path, *extra: str) -> list[WandbRun]:
+    """The W&B runs of `train.py -m` over two learning rates of a tiny exp problem, in job order."""
     command = [sys.executable, "train.py", "-m", "problem=exp", "optimizer=adam", "optimizer.lr=0.01,0.001",
                "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.accelerator=cpu",
-               "trainer.log_every_n_steps=1", "data.batch_size=4", "data.val_size=4", "figure_examples=0",
-               "threads=1", f"hydra.sweep.dir={sweep_dir}"]
+               "trainer.log_every_n_steps=1", "data.batch_size=4", "data.val_size=4", "threads=1",
+               f"hydra.sweep.dir={sweep_dir}", *extra]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = [WandbRun(job) for job in sorted(p.parent for p in sweep_dir.glob("*/summary.json"))]
+    return [WandbRun(job) for job in sorted(p.parent for p in sweep_dir.glob("*/summary.json"))]
+
+
+def test_multirun_jobs_share_a_group_and_carry_their_swept_values(tmp_path):
+    runs = wandb_multirun(tmp_path / "lr_check", "figure_examples=0")
     assert len(runs) == 2
     assert {run.run.run_group for run in runs} == {"lr_check"}
     assert sorted(config_value(run.config, "optimizer.lr") for run in runs) == [0.001, 0.01]
@@ -134,3 +144,36 @@ def test_multirun_jobs_share_a_group_and_carry_their_swept_values(tmp_path):
         assert set(run.run.tags) >= {"exp", "adam"}
         assert config_value(run.config, "data.batch_size") == 4 and config_value(run.config, "trainer.max_steps") == 2
     assert len({run.run.display_name for run in runs}) == 2
+
+
+def test_an_ensemble_members_run_shows_what_its_single_runs_run_shows(tmp_path):
+    singles = wandb_multirun(tmp_path / "basic" / "lr_check", "figure_examples=1")
+    members = wandb_multirun(tmp_path / "ensemble" / "lr_check", "figure_examples=1", "hydra/launcher=ensemble")
+    assert len(singles) == len(members) == 2
+    step = loggers.STEP_METRIC
+
+    def logged(run: WandbRun) -> dict[int, set[str]]:
+        """step -> the keys logged at that step"""
+        keys: dict[int, set[str]] = {}
+        for row in run.history:
+            keys.setdefault(row[step], set()).update(key for key in row if not key.startswith("_") and key != step)
+        return keys
+
+    for single, member in zip(singles, members):
+        assert (member.run.run_group, member.run.display_name, set(member.run.tags)) == \
+               (single.run.run_group, single.run.display_name, set(single.run.tags))
+        # the same values at the same steps; the step time from the first log step on (a single run's first one
+        # is measured only from its second step)
+        timed = {at: keys - {"time/step_ms"} for at, keys in logged(member).items()}
+        assert "val/examples" in logged(single)[2] and timed == {at: keys - {"time/step_ms"} for at, keys in logged(single).items()}
+        assert all("time/step_ms" in logged(member)[at] for at, keys in logged(single).items() if "time/step_ms" in keys)
+        for key in ("val/x_l1", "train/objective"):
+            ours, theirs = ([row[key] for row in run.history if key in row] for run in (member, single))
+            assert ours == pytest.approx(theirs, rel=2e-5)
+        images = [[row["val/examples"] for row in run.history if "val/examples" in row] for run in (member, single)]
+        assert [[image["width"], image["height"]] for image in images[0]] == \
+               [[image["width"], image["height"]] for image in images[1]]
+        assert member.summary["status"] == single.summary["status"] == "completed"
+        assert member.summary["val/x_l1"]["last"] == pytest.approx(single.summary["val/x_l1"]["last"], rel=2e-5)
+        for key in ("optimizer.lr", "seed", "data.batch_size", "trainer.max_steps", "problem._target_"):
+            assert config_value(member.config, key) == config_value(single.config, key)

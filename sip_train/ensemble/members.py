@@ -23,6 +23,7 @@ from sip_train.memory import check_memory
 from sip_train.run import _base_summary, _check_run_settings, _is_finished, check_resume, start_failure
 from sip_train.run_directory import holds_run, save_hydra_files, set_aside
 from sip_train.startup import check_combinations, check_devices, check_resolvable, check_types
+from sip_train.validation_figures import WANDB_KEY, saved_validation_figures
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def start_records(member: Member) -> None:
 
 def replay_to_wandb(member: Member) -> None:
     """Give the member its own W&B run, as its single run would have: the config, every row of its
-    metrics.csv at its step, and the summary (members log to W&B one after another, at the end)."""
+    metrics.csv at its step, each validation figure after its row, and the summary (members log to W&B one after another, at the end)."""
     blocks = [block for block in member.cfg.logger.values() if is_wandb_block(block)]
     if not blocks:
         return
@@ -124,12 +125,17 @@ def replay_to_wandb(member: Member) -> None:
     loggers = [instantiate(block) for block in blocks]
     describe_run(loggers, member.cfg, member.problem.primary_metric)
     path = member.run_dir / "metrics.csv"
+    figures = saved_validation_figures(member.run_dir)
     if path.is_file():
         with path.open(newline="") as file:
             for row in csv.DictReader(file):
+                step = int(float(row["step"]))
                 values = {key: float(value) for key, value in row.items() if key != "step" and value != ""}
+                figure = figures.pop(step, None) if any(key.startswith("val/") for key in values) else None
                 for logger in loggers:
-                    logger.log_metrics(values, step=int(float(row["step"])))
+                    logger.log_metrics(values, step=step)
+                    if figure is not None:  # after its validation's row, as the single run logs it
+                        logger.log_image(WANDB_KEY, [str(figure)], step=step)
     finish_wandb(member.summary)
 
 

@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 from hydra.errors import InstantiationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from sip_train import exit_codes, plots
+from sip_train import exit_codes
 from sip_train.callbacks import Preemption
 from sip_train.checkpoints import truncate_metrics
 from sip_train.ensemble.engine import EnsembleUpdate
@@ -29,7 +28,7 @@ from sip_train.problems.base import Batch, batch_rows
 from sip_train.run import _rounded
 from sip_train.run_directory import holds_run
 from sip_train.summary import read_summary, write_summary
-from sip_train.validation_figures import method_name
+from sip_train.validation_figures import method_name, save_validation_figure
 
 log = logging.getLogger(__name__)
 
@@ -168,16 +167,10 @@ class EnsembleRun:
 
     def figure(self, member: Member, validated: dict[str, float]) -> None:
         """The member's validation figure, titled and saved as its single run saves it."""
-        figure = member.problem.figure(*member._figure_batch)
-        name = member.problem.primary_metric
-        error = validated.get(name)
-        inverse = member.summary.get("inverse")
-        title = method_name(member.module.hparams) + (f" ({inverse})" if inverse else "") + f", step {self.step}"
-        plots.add_title(figure, title + (f", val {name} = {error:.4g}" if error is not None else ""))
-        directory = member.run_dir / "figures"
-        directory.mkdir(parents=True, exist_ok=True)
-        figure.savefig(directory / f"val_step{self.step:07d}.png", dpi=80)
-        plt.close(figure)
+        metric = member.problem.primary_metric
+        save_validation_figure(member.problem.figure(*member._figure_batch), member.run_dir, self.step,
+                               method_name(member.module.hparams), member.summary.get("inverse"), metric,
+                               validated.get(metric))
 
     # ---- divergence --------------------------------------------------------------------------------------------
     def drop_diverged(self) -> list[tuple[Member, MemberCheckpoints, dict[str, float], int]]:
