@@ -241,6 +241,15 @@ def test_the_ensemble_launcher_groups_what_it_can_and_runs_the_rest_alone(basic_
                                       check_exact=False, rtol=2e-5)
 
 
+def test_a_bad_override_of_one_job_stops_the_sweep_before_any_job_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        multirun(*SWEEP, "network=mlp,mpl", f"hydra.sweep.dir={tmp_path}")
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "network=mpl is not an option of network (did you mean mlp?)" in err
+    assert [path.name for path in tmp_path.iterdir()] == ["multirun.yaml"]  # no job started
+
+
 def test_groups_go_to_the_inner_launcher_joblib_in_two_processes(basic_sweep, tmp_path):
     printed = multirun(*SWEEP, *TWO_GROUPS, *JOBLIB, f"hydra.sweep.dir={tmp_path}")
     assert "ensemble: 2 jobs train together: #0, #2" in printed and "ensemble: 2 jobs train together: #1, #3" in printed

@@ -39,6 +39,10 @@ class EnsembleLauncher(Launcher):
     """Groups vectorisable jobs into ensembles of up to `max_members` and hands each group, as one job, and
     every other job to the `inner` launcher."""
 
+    #: It composes every job's config before it runs any (to group them): a bad override stops the sweep there,
+    #: so the sweeper need not compose them all once more to check them.
+    composes_every_job_first = True
+
     def __init__(self, max_members: int = 64, inner: Any = None) -> None:
         if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
             raise ValueError(f"hydra.launcher.max_members={max_members!r} is invalid: must be a positive integer")

@@ -81,12 +81,13 @@ class SipSweeper(Sweeper):
                 print("\n".join(" ".join(job) for job in batch))
                 return []
         else:
-            sweep_dir, batch = self._named(name, arguments)
+            sweep_dir, batch = self._named(name, arguments)  # composes every job's config: a bad override stops here
             if self.dry_run or not batch:
                 return []
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        self.validate_batch_is_legal(batch)  # a bad override stops the sweep before any job runs
+        if name is None and not getattr(self.launcher, "composes_every_job_first", False):
+            self.validate_batch_is_legal(batch)  # a bad override stops the sweep before any job runs
         returns = self.launcher.launch(batch, initial_job_idx=0)
         for job_return in returns:
             _ = job_return.return_value  # re-raises what a job raised, as Hydra's basic sweeper does
