@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from sip_train import console, exit_codes, resolvers  # noqa: F401 - registers ${run_name:} before Hydra composes
 from sip_train.config import CONF
 from sip_train.hydra_errors import CONFIG_ERRORS, one_line
+from sip_train.summary import job_value
 
 log = logging.getLogger("train")
 
@@ -57,8 +58,7 @@ def _train_task(cfg: DictConfig) -> float | None:
         log.exception("job failed; its summary.json records why, the sweep goes on")
         return float("nan")
     if summary["status"] == "completed" or multirun:
-        value = summary.get(summary.get("primary_metric", "x_l1")) if summary["status"] == "completed" else None
-        return float("nan") if value is None else value
+        return job_value(summary)
     if summary["status"] == "diverged":
         print(f"error: training diverged at step {summary['diverged_step']}; see {summary['run_dir']}", file=sys.stderr)
     sys.exit(summary["exit_code"])

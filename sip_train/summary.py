@@ -22,3 +22,10 @@ def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> Path:
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
     """The summary.json of a run directory."""
     return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+def job_value(summary: dict[str, Any]) -> float:
+    """What a job of a multirun returns (to sweepers such as Optuna): the primary metric of a completed run, else
+    NaN."""
+    value = summary.get(summary.get("primary_metric", "x_l1")) if summary.get("status") == "completed" else None
+    return float("nan") if value is None else float(value)

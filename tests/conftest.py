@@ -11,7 +11,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from sip_train.config import CONF, compose_config  # noqa: E402,F401 - compose_config is used by the tests
 
@@ -46,6 +46,16 @@ TINY_PROBLEM = {
 def options(group: str) -> list[str]:
     """The options of a config group, i.e. the YAML files in conf/<group>/."""
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def write_sweep(conf_dir, name, experiment=None, **spec):
+    """A sweep file <conf_dir>/sweep/<name>.yaml, as a user writes one in their own config folder."""
+    (conf_dir / "sweep").mkdir(parents=True, exist_ok=True)
+    content = {"sweep": spec, "hydra": {"mode": "MULTIRUN"}}
+    if experiment:
+        content["defaults"] = [{"override /experiment": experiment}]
+    (conf_dir / "sweep" / f"{name}.yaml").write_text("# @package _global_\n" + OmegaConf.to_yaml(content))
+    return [f"sweep={name}", f"hydra.searchpath=[file://{conf_dir}]"]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import REPO, TINY, compose_config
+from conftest import REPO, TINY, compose_config, write_sweep
 from sip_train.ensemble.grouping import group_key, why_single
 from sip_train.ensemble.optimizers import STACKED, member_group
 from sip_train.ensemble.problem import FoldedProblem, fold_batches, member_rows
@@ -28,6 +28,7 @@ from sip_train.ensemble.training import train_ensemble
 from sip_train.problems.oscillators import Oscillators
 from sip_train.run import train
 from sip_train.summary import read_summary
+from sip_train.sweep.report import report
 
 FAST = ["trainer.max_steps=5", "trainer.val_check_interval=3", "figure_examples=0"]
 #: A multirun whose jobs differ in the seed only: one group (without the step-0 validation and the comparison a
@@ -248,6 +249,29 @@ def test_a_bad_override_of_one_job_stops_the_sweep_before_any_job_runs(tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "network=mpl is not an option of network (did you mean mlp?)" in err
     assert [path.name for path in tmp_path.iterdir()] == ["multirun.yaml"]  # no job started
+
+
+def test_a_named_sweep_trains_its_pending_jobs_together_and_a_rerun_skips_the_finished_ones(tmp_path):
+    out = tmp_path / "out"
+    command = [*write_sweep(tmp_path / "conf", "seeds_lrs", grid={"seed": [0, 1], "optimizer.lr": [1e-3, 3e-3]}),
+               "problem=sine", "optimizer=adam", *TINY, *FAST, "validate_at_start=false", "hydra/launcher=ensemble",
+               f"hydra.sweep.dir={out}"]
+    assert "ensemble: 4 jobs train together" in multirun(*command)
+    table = report(out)["table"]
+    assert len(table) == 4 and (table["status"] == "completed").all()
+    for _, row in table.iterrows():
+        assert row["x_l1"] == read_summary(out / row["run_dir"])["x_l1"]
+    finished = {path.parent.name: path.stat().st_mtime_ns for path in out.glob("*/summary.json")}
+    deleted = table["run_dir"][1]
+    (out / deleted / "summary.json").unlink()
+    printed = multirun(*command)
+    assert "3 finished before, 1 to run" in printed and "ensemble: 1 job alone" in printed
+    again = {path.parent.name: path.stat().st_mtime_ns for path in out.glob("*/summary.json")}
+    assert {name: again[name] for name in finished if name != deleted} == \
+           {name: time for name, time in finished.items() if name != deleted}
+    assert again[deleted] > finished[deleted]
+    assert "4 finished before, 0 to run" in multirun(*command)
+    assert multirun(*command, "hydra.sweeper.dry_run=true").count("completed  ") == 4  # what sip-sweep --list runs
 
 
 def test_groups_go_to_the_inner_launcher_joblib_in_two_processes(basic_sweep, tmp_path):

@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 import sweep as sweep_cli
-from conftest import CONF, REPO, compose_config, options
+from conftest import CONF, REPO, compose_config, options, write_sweep
 from fault_log import record
 from wandb_files import finished_run_records
 from hydra_plugins.sip_sweeper.sip_sweeper import cartesian
@@ -41,16 +41,6 @@ TINY_JOB = {
     "trainer.val_check_interval": 2, "trainer.log_every_n_steps": 1, "trainer.enable_progress_bar": False,
     "trainer.accelerator": "cpu", "data.val_size": 4, "data.val_batch_size": 4, "figure_examples": 0,
 }
-
-
-def write_sweep(conf_dir, name, experiment=None, **spec):
-    """A sweep file <conf_dir>/sweep/<name>.yaml, as a user writes one in their own config folder."""
-    (conf_dir / "sweep").mkdir(parents=True, exist_ok=True)
-    content = {"sweep": spec, "hydra": {"mode": "MULTIRUN"}}
-    if experiment:
-        content["defaults"] = [{"override /experiment": experiment}]
-    (conf_dir / "sweep" / f"{name}.yaml").write_text("# @package _global_\n" + OmegaConf.to_yaml(content))
-    return [f"sweep={name}", f"hydra.searchpath=[file://{conf_dir}]"]
 
 
 def multirun(monkeypatch, *overrides):

@@ -37,6 +37,7 @@ class GroupTask:
     def train(self, members: list[DictConfig]) -> list[JobReturn]:
         """Hydra sets up each member (its directory, log file) as a job of its own, then all train together."""
         from sip_train.ensemble.training import train_ensemble
+        from sip_train.summary import job_value
 
         prepared: list[tuple[DictConfig, DictConfig]] = []
 
@@ -60,11 +61,6 @@ class GroupTask:
             if isinstance(summary, Exception):
                 job_return.status, job_return.return_value = JobStatus.FAILED, summary
             else:
-                job_return.return_value = return_value(summary)
+                job_return.return_value = job_value(summary)
         return returns
 
-
-def return_value(summary: dict[str, Any]) -> float:
-    """What train.py returns for a job of a multirun: the primary metric of a completed run, else NaN."""
-    value = summary.get(summary.get("primary_metric", "x_l1")) if summary.get("status") == "completed" else None
-    return float("nan") if value is None else float(value)
