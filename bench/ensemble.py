@@ -3,6 +3,7 @@ ensemble and of the same members trained one after another (a single run's bare 
 and the wall time of a whole sine sweep with the basic, joblib and ensemble launchers (and W&B's cost).
 
     python bench/ensemble.py --threads 1 2 --sweep-jobs 48 --out BENCHMARKS.md
+    python bench/ensemble.py --sweep-jobs 48 --no-throughput --out BENCHMARKS.md     (the sweeps only)
 
 Interleaved: each round times the sequential update and the ensemble of every K back to back, so a busy machine
 slows both alike; the table gives medians over rounds of the rates and of the per-round ratios. A sequential
@@ -172,7 +173,11 @@ ENSEMBLE = ["hydra/launcher=ensemble"]
 #: name: (launcher overrides, logger, validation figures). The CSV and W&B ensembles run back to back, twice.
 SWEEPS = {"basic": ([], "csv", True),
           "joblib (2 processes)": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "csv", True),
-          "ensemble": (ENSEMBLE, "csv", True), "ensemble, W&B offline": (ENSEMBLE, "wandb", True),
+          "ensemble": (ENSEMBLE, "csv", True),
+          "ensemble, 2 groups of 24 over joblib (2 processes)":
+              ([*ENSEMBLE, "hydra.launcher.max_members=24", "hydra/launcher/inner=joblib", "hydra.launcher.inner.n_jobs=2"],
+               "csv", True),
+          "ensemble, W&B offline": (ENSEMBLE, "wandb", True),
           "basic, no validation figures": ([], "csv", False),
           "ensemble, no validation figures": (ENSEMBLE, "csv", False)}
 WANDB_PAIRS = 2
@@ -208,20 +213,21 @@ def main() -> None:
                         help="problems also timed compiled (Inductor), at the first thread count only")
     parser.add_argument("--compiled-sizes", type=int, nargs="*", default=[64], help="the K timed compiled")
     parser.add_argument("--sweep-jobs", type=int, default=0, help="also time a sweep of this many sine jobs")
+    parser.add_argument("--no-throughput", action="store_true", help="time the sweeps only")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    text = ["## Ensembles against sequential runs", "", *provenance("bench/ensemble.py"), ""]
-    parts = [("throughput", threads) for threads in args.threads[:1]]
-    parts += [("sweeps", None)] * bool(args.sweep_jobs) + [("throughput", threads) for threads in args.threads[1:]]
-    for part, threads in parts:  # the section is written after each part and problem: a long run leaves what it measured
-        if part == "sweeps":
-            text += ["### Whole sweeps", "", sweeps(args.sweep_jobs), ""]
-            publish("\n".join(text), args.out, "ensemble")
-            continue
+    if args.sweep_jobs:  # a section of its own (with its own command line): it can be measured again alone
+        torch.set_num_threads(1)
+        publish("\n".join(["### Whole sweeps", "", *provenance("bench/ensemble.py"), "", sweeps(args.sweep_jobs)]),
+                args.out, "ensemble-sweeps")
+    if args.no_throughput:
+        return
+    text = ["### Member-updates per second", "", *provenance("bench/ensemble.py"), ""]
+    for threads in args.threads:  # the section is written after each problem: a long run leaves what it measured
         first = threads == args.threads[0]
         for table, notes in throughput(args.sizes, args.rounds, set(args.compiled) if first else set(),
                                        args.compiled_sizes, threads):
-            part_text = [f"### {threads} torch thread(s), load average "
+            part_text = [f"#### {threads} torch thread(s), load average "
                          + "/".join(f"{load:.1f}" for load in os.getloadavg()) + " after it", "", table, "",
                          *[f"- {note}" for note in notes], ""]
             publish("\n".join(text + part_text), args.out, "ensemble")
