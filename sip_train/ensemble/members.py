@@ -116,7 +116,8 @@ def start_records(member: Member) -> None:
 
 def replay_to_wandb(member: Member) -> None:
     """Give the member its own W&B run, as its single run would have: the config, every row of its
-    metrics.csv at its step, each validation figure after its row, and the summary (members log to W&B one after another, at the end)."""
+    metrics.csv at its step, each validation figure after its row, and the summary (members log to W&B one
+    after another, at the end)."""
     blocks = [block for block in member.cfg.logger.values() if is_wandb_block(block)]
     if not blocks:
         return
