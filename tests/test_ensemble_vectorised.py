@@ -14,7 +14,7 @@ from sip_train.components import build_components
 from sip_train.config import compose_config
 from sip_train.ensemble.engine import EnsembleUpdate
 from sip_train.ensemble.grouping import group_key
-from sip_train.ensemble.problem import fold_batches
+from sip_train.ensemble.problem import FoldedProblem, fold_batches, member_rows
 from sip_train.rules.base import PlainStep
 
 STEPS = 4
@@ -30,11 +30,17 @@ def build(*overrides: str):
     return cfg, problem, network, rule, instantiate(cfg.data, problem=problem, seed=cfg.seed)
 
 
-def single_runs(members: list[list[str]]) -> list[dict[str, torch.Tensor]]:
-    """Each member's network weights after STEPS updates of its single run's bare update (eager)."""
+def single_runs(members: list[list[str]], round_off_seed: int | None = None) -> list[dict[str, torch.Tensor]]:
+    """Each member's network weights after STEPS updates of its single run's bare update (eager); with
+    `round_off_seed`, from initial weights perturbed by a float32 round-off (relative 1e-7, seeded)."""
     weights = []
     for overrides in members:
         _, problem, network, rule, data = build(*overrides)
+        if round_off_seed is not None:
+            generator = torch.Generator().manual_seed(round_off_seed)
+            with torch.no_grad():
+                for parameter in network.parameters():
+                    parameter.mul_(1 + 1e-7 * torch.randn(parameter.shape, generator=generator))
         step = PlainStep(problem, network, rule)
         for index in range(STEPS):
             rule.training_step(step, *data.train_batch(index, torch.device("cpu"))[1:])
@@ -63,27 +69,58 @@ RULES = {"sgd": ["optimizer=sgd"], "adam": ["optimizer=adam"], "adadelta": ["opt
 PROBLEMS = {"sine": ["problem.xi=30"], "exp": ["problem.x_range=[-6.0,0.0]"], "oscillators": [], "wavepacket": []}
 
 
-#: Known to differ: the second member's weights end 0.004 from its single run's after moving 0.008 (found by this
-#: test, not yet explained; a flipped line-search acceptance is one candidate). Strict: it fails once it passes.
-KNOWN_TO_DIFFER = {("sip-lbfgs", "oscillators")}
+#: Pairs whose single run is itself sensitive to float32 round-off: the L-BFGS inverse's per-example line search
+#: accepts or rejects a step on a comparison that a perturbation of 1e-7 in the prediction can flip, so on the
+#: oscillators a single run whose initial weights differ by round-off ends as far from itself (4e-3 after moving
+#: 8e-3) as the vmapped networks' round-off takes its ensemble member. For these the folded inverse must equal each
+#: member's alone bit for bit at the same predictions, the members must stay within twice the largest
+#: self-difference of three perturbed single runs, and that self-difference must exceed the 1 % bound of the others.
+ROUND_OFF_SENSITIVE = {("sip-lbfgs", "oscillators")}
+
+
+def largest_difference(a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """The largest weight difference between runs a[i] and b[i] over all members."""
+    return max((x[name] - y[name]).abs().max() for x, y in zip(a, b) for name in x)
+
+
+def assert_folded_inverse_equals_alone(members: list[list[str]]) -> None:
+    """The SIP rule's inverse on the folded members' first batch, at each member's own prediction, equals each
+    member's inverse alone bit for bit."""
+    built = [build(*overrides) for overrides in members]
+    batches = [data.train_batch(0, torch.device("cpu")) for *_, data in built]
+    with torch.no_grad():
+        predictions = [problem.prepare_prediction(network(problem.network_input(batch[1])), batch[1])
+                       for (_, problem, network, _, _), batch in zip(built, batches)]
+    inverse = built[0][3].inverse
+    _, folded = inverse.simulate_and_update(FoldedProblem([b[1] for b in built]), torch.cat(predictions),
+                                            *fold_batches(batches)[1:])
+    for k, ((_, problem, *_), x, batch) in enumerate(zip(built, predictions, batches)):
+        assert torch.equal(folded[member_rows(k, len(x))], inverse.simulate_and_update(problem, x, *batch[1:])[1])
 
 
 @pytest.mark.parametrize("problem", sorted(PROBLEMS))
 @pytest.mark.parametrize("rule", sorted(RULES))
-def test_every_vectorisable_rule_trains_its_members_as_their_single_runs_on_every_problem(rule, problem, request):
-    if (rule, problem) in KNOWN_TO_DIFFER:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="an ensemble member differs from its single run"))
+def test_every_vectorisable_rule_trains_its_members_as_their_single_runs_on_every_problem(rule, problem):
     base = [f"problem={problem}", *TINY_PROBLEM.get(problem, []), *RULES[rule]]
     lr = "optimizer.lr=3e-4" if rule == "sgd" else "optimizer.lr=2e-3"  # plain SGD at 2e-3 diverges on sine
     members = [[*base, "seed=0"], [*base, "seed=1", lr, *PROBLEMS[problem]]]
     alone, together = single_runs(members), ensemble_run(members)
+    moved = []
     for overrides, single, member in zip(members, alone, together):
         initial = build(*overrides)[2].state_dict()
         assert single.keys() == member.keys()
-        moved = max((single[name] - initial[name]).abs().max() for name in single)
-        gap = max((member[name] - single[name]).abs().max() for name in single)
-        # round-off (grown by adaptive optimizers and the iterative L-BFGS inverse): under 1 % of what training moved
-        assert moved > 0 and gap <= 1e-2 * moved, (gap, moved)
+        moved.append(largest_difference([single], [initial]))
+        assert moved[-1] > 0
+        if (rule, problem) not in ROUND_OFF_SENSITIVE:
+            # round-off (grown by adaptive optimizers and the iterative inverses): under 1 % of what training moved
+            gap = largest_difference([member], [single])
+            assert gap <= 1e-2 * moved[-1], (gap, moved[-1])
+    if (rule, problem) in ROUND_OFF_SENSITIVE:
+        assert_folded_inverse_equals_alone(members)
+        self_difference = max(largest_difference(single_runs(members, seed), alone) for seed in range(3))
+        assert self_difference > 1e-2 * max(moved), (self_difference, moved)
+        gap = largest_difference(together, alone)
+        assert gap <= 2 * self_difference, (gap, self_difference)
 
 
 def test_members_that_differ_in_the_rules_eta_compute_their_objectives_bit_for_bit_as_alone():
