@@ -96,6 +96,9 @@ class LossStep:
     def __init__(self, loss: Callable[..., tuple[torch.Tensor, ...]], optimizer: torch.optim.Optimizer | Any,
                  options: dict | None) -> None:
         self.loss, self.optimizer = loss, optimizer
+        # an optimizer whose step has a host part (`begin_step`, e.g. a Python step count) and a device part
+        # (`apply_step`) runs the first before the (compiled) update and only the second inside it
+        self.split_step = hasattr(optimizer, "begin_step") and hasattr(optimizer, "apply_step")
         self.cuda_graphs = options is not None and options.get("mode") == "reduce-overhead"
         if options is not None:  # every LossStep shares `_update`'s code, whose compiled versions torch caps (at
             torch.compiler.reset()  # 8): the runs of one process (a multirun, ensembles) each start afresh
@@ -105,12 +108,14 @@ class LossStep:
         loss, *outputs = self.loss(*inputs)
         result = loss.detach(), *(output.detach() for output in outputs)
         loss.backward()
-        self.optimizer.step()
+        self.optimizer.apply_step() if self.split_step else self.optimizer.step()
         return result
 
     def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One update on `inputs`: the loss and the outputs, detached."""
         self.optimizer.zero_grad()
+        if self.split_step:
+            self.optimizer.begin_step()
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         result = self.update(*inputs)

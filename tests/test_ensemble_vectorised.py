@@ -157,7 +157,11 @@ def test_a_compiled_ensemble_steps_as_its_eager_single_runs():
     torch._dynamo.reset()
     members = [["problem=sine", "optimizer=sip", *extra] for extra in SIP_MEMBERS]
     members[2].append("problem.xi=30")
+    torch._dynamo.utils.counters.clear()
     alone, together = single_runs(members), ensemble_run(members, {"backend": "aot_eager"})
     for single, member in zip(alone, together):
         for name in single:
             torch.testing.assert_close(member[name], single[name], rtol=1e-5, atol=1e-7)
+    # the network, objective and backward (one graph), the optimizer's step (one graph, once more after the first
+    # step has created its state): not one graph per parameter, nor one per step
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 3

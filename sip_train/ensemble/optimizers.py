@@ -86,20 +86,24 @@ class StackedOptimizer:
     def prepare_step(self) -> None:
         """Per-step values shared by all parameters (after the step count has advanced)."""
 
-    @torch.no_grad()
     def step(self) -> None:
-        self.advance()
-        for name, param in self.params.items():
-            if param.grad is not None:
-                self.update(param, param.grad, self.state[name])
+        self.begin_step()
+        self.apply_step()
 
-    @torch.compiler.disable
-    def advance(self) -> None:
-        """Count the step and compute its per-step values, eager also in a compiled update (a compiled graph
-        would be specialised on the Python step count, and compiled again at every step)."""
+    def begin_step(self) -> None:
+        """The host's part of a step: count it and compute its per-step values. A compiled update (`LossStep`)
+        calls it before the compiled graph, which then holds only `apply_step`: traced, it would specialise the
+        graph on the Python step count, and compile it again at every step."""
         self.steps += 1
         self._step_columns = {}
         self.prepare_step()
+
+    @torch.no_grad()
+    def apply_step(self) -> None:
+        """The device's part of a step: update every parameter that has a gradient."""
+        for name, param in self.params.items():
+            if param.grad is not None:
+                self.update(param, param.grad, self.state[name])
 
     def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
