@@ -149,11 +149,13 @@ def throughput(sizes: list[int], rounds: int, compiled: set[str], compiled_sizes
         yield markdown_table(HEADER, rows), notes
 
 
-def sweep_time(jobs: int, launcher: list[str], logger: str = "csv", figures: bool = True) -> float:
+def sweep_time(jobs: int, launcher: list[str], logger: str = "csv", figures: bool = True,
+               keep: Path | None = None) -> float:
     """Wall time of a plain `train.py -m` sweep of `jobs` sine jobs (seeds x lr) with a launcher, one thread per
-    process; without validation figures where `figures` is false."""
+    process; without validation figures where `figures` is false; its run directories left in `keep` if given."""
     seeds = ",".join(str(s) for s in range(jobs // 2))
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = str(keep or scratch)
         command = [sys.executable, "train.py", "-m", "problem=sine", "optimizer=adam", f"seed={seeds}",
                    "optimizer.lr=1e-3,3e-3", f"logger={logger}", "trainer.max_steps=1000",
                    "trainer.val_check_interval=500", "trainer.enable_progress_bar=false",
@@ -183,15 +185,46 @@ SWEEPS = {"basic": ([], "csv", True),
 WANDB_PAIRS = 2
 
 
+def figure_seconds(run_dir: Path, repeats: int = 5) -> tuple[float, float]:
+    """Median seconds to draw and save, in this process, one sine validation figure (three examples, as
+    a run draws them) and the learning-curve figure of the finished run `run_dir` (from its metrics.csv)."""
+    from sip_train.learning_curves import draw_learning_curves
+    from sip_train.validation_figures import save_validation_figure
+
+    cfg = compose_config(["problem=sine", "optimizer=adam", "logger=csv"], tempfile.gettempdir())
+    problem = build_components(cfg.problem, cfg.optimizer, cfg.network, 0)[0]
+    x_true, y_target = problem.sample(3, torch.Generator().manual_seed(0))[:2]
+    x = x_true + 0.1 * torch.randn(x_true.shape, generator=torch.Generator().manual_seed(1))
+    with tempfile.TemporaryDirectory() as directory:
+        def validation_figure() -> None:
+            save_validation_figure(problem.figure(x, x_true, problem.simulate(x), y_target), directory, 500,
+                                   "sine/adam", None, "x_l1", 0.1)
+        timings = []
+        for draw in (validation_figure, lambda: draw_learning_curves(run_dir)):
+            draw()  # warm-up: fonts and caches
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                draw()
+                times.append(time.perf_counter() - start)
+            timings.append(statistics.median(times))
+    return timings[0], timings[1]
+
+
 def sweeps(jobs: int) -> str:
-    """The sweep table: each launcher's wall time against basic's, and W&B's cost per member (the median
-    difference of WANDB_PAIRS back-to-back pairs of the CSV and W&B ensembles)."""
+    """The sweep table: each launcher's wall time against basic's, W&B's cost per member (the median
+    difference of WANDB_PAIRS back-to-back pairs of the CSV and W&B ensembles), and what the figures every job
+    draws cost (which bounds what any launcher can gain while keeping them)."""
     seconds: dict[str, list[float]] = {name: [] for name in SWEEPS}
     order = [*SWEEPS] + ["ensemble", "ensemble, W&B offline"] * (WANDB_PAIRS - 1)
-    for name in order:
-        extra, logger, figures = SWEEPS[name]
-        seconds[name].append(sweep_time(jobs, extra, logger, figures))
-        print(name, f"{seconds[name][-1]:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory() as kept:
+        for name in order:
+            extra, logger, figures = SWEEPS[name]
+            keep = Path(kept) if name == "basic" else None
+            seconds[name].append(sweep_time(jobs, extra, logger, figures, keep))
+            print(name, f"{seconds[name][-1]:.0f} s", flush=True)
+        validation_s, curves_s = figure_seconds(Path(kept) / "0")
+    per_job = 3 * validation_s + curves_s  # validations at steps 0, 500 and 1000, the curves at the end
     basic = {True: seconds["basic"][0], False: seconds["basic, no validation figures"][0]}
     rows = [[name, " / ".join(f"{value:.0f}" for value in values),
              f"{basic[SWEEPS[name][2]] / statistics.median(values):.1f}x"] for name, values in seconds.items()]
@@ -201,7 +234,13 @@ def sweeps(jobs: int) -> str:
                       "the rows without validation figures are compared with basic without them):", "",
                       markdown_table(["launcher", "wall time (s)", "vs basic"], rows), "",
                       f"W&B (offline) costs the ensemble {wandb_cost:.2f} s per member more than CSV logging "
-                      f"(median of {WANDB_PAIRS} back-to-back pairs)."])
+                      f"(median of {WANDB_PAIRS} back-to-back pairs).", "",
+                      f"Figures every job draws, timed alone in this process (median of 5): a sine validation "
+                      f"figure {validation_s:.2f} s, the learning-curve figure {curves_s:.2f} s; three "
+                      f"validations and the curves make {per_job:.1f} s per job, against basic's "
+                      f"{seconds['basic'][0] / jobs:.1f} s per job in all. A launcher that keeps every job's "
+                      f"figures is therefore at most {seconds['basic'][0] / (jobs * per_job):.1f}x faster "
+                      "than basic on one thread, however fast it trains."])
 
 
 def main() -> None:
