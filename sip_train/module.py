@@ -19,6 +19,18 @@ from sip_train.validation_figures import ValidationFigures, method_name
 __all__ = ["InverseProblemModule", "build_components"]
 
 
+def updates_in_step(step: int, updates_per_step: int, val_every: int | None, max_steps: int) -> int:
+    """How many updates a training step starting at global step `step` makes: `updates_per_step`, fewer where
+    that would pass a validation step (every `val_every` steps) or max_steps (<= 0: none), so each stays where
+    it was; log steps are written by the update that reaches them (see `InverseProblemModule.update`)."""
+    end = step + updates_per_step
+    if val_every is not None and val_every > 0:
+        end = min(end, (step // val_every + 1) * val_every)
+    if max_steps > 0:
+        end = min(end, max_steps)
+    return max(end - step, 1)
+
+
 class InverseProblemModule(LightningModule):
     """Trains a network x = NN(y*) on one inverse problem with one update rule; it is the
     rules' `StepInterface` (predict, manual_backward, optimizer).
@@ -97,17 +109,10 @@ class InverseProblemModule(LightningModule):
                                                    self.device, self._direct)
 
     def updates_from(self, step: int) -> int:
-        """How many updates the training step starting at global step `step` makes: `updates_per_step`, fewer
-        where that would pass a validation step or max_steps (so each stays where it was; log steps are
-        written by the update that reaches them, see `update`)."""
-        trainer = self.trainer
-        end = step + self.updates_per_step
-        every = trainer.val_check_interval
-        if isinstance(every, int) and every > 0:
-            end = min(end, (step // every + 1) * every)
-        if trainer.max_steps > 0:
-            end = min(end, trainer.max_steps)
-        return max(end - step, 1)
+        """How many updates the training step starting at global step `step` makes (`updates_in_step`)."""
+        every = self.trainer.val_check_interval
+        return updates_in_step(step, self.updates_per_step, every if isinstance(every, int) else None,
+                               self.trainer.max_steps)
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         """`updates_from(global_step)` updates, each one optimizer step, i.e. one global step, on the batch of

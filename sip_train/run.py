@@ -183,10 +183,20 @@ def _is_finished(run_dir: Path, checkpoint: dict, max_steps: int) -> bool:
     return summary.get("status") == "completed" and summary.get("steps") == checkpoint["global_step"]
 
 
-def continue_command(run_dir: Path) -> str:
-    """The command that continues a run: train.py with this run's overrides and its run directory."""
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+def continue_command(run_dir: Path, hydra: DictConfig | None = None) -> str:
+    """The command that continues a run: train.py with this run's overrides and its run directory; `hydra`: the
+    run's Hydra config (default: the current job's)."""
+    if hydra is None and HydraConfig.initialized():
+        hydra = HydraConfig.get()
+    overrides = list(hydra.overrides.task) if hydra is not None else []
     return shlex.join(["python", "train.py", *overrides, f"hydra.run.dir={run_dir}"])
+
+
+def report_divergence(error: DivergedError, lr: Any, last_checkpoint: Path, command: str) -> None:
+    """The one error line of a diverged run: what went non-finite when, its lr, and how to go on from its last
+    finite checkpoint."""
+    log.error("%s (lr=%s); the last finite checkpoint is %s; to continue from it (with another lr, use "
+              "ckpt_path=... in a new run directory): %s", error, lr, last_checkpoint, command)
 
 
 def _rounded(value: Any) -> str:
@@ -300,9 +310,7 @@ def _train(cfg: DictConfig, run_dir: Path, earlier_run: bool, is_rank_zero: bool
         summary.update(status="completed", exit_code=exit_codes.COMPLETED)
     except DivergedError as error:
         summary.update(status="diverged", exit_code=exit_codes.DIVERGED, diverged_step=error.step)
-        log.error("%s (lr=%s); the last finite checkpoint is %s; to continue from it (with another lr, use "
-                  "ckpt_path=... in a new run directory): %s", error, cfg.optimizer.get("lr"), last_checkpoint,
-                  continue_command(run_dir))
+        report_divergence(error, cfg.optimizer.get("lr"), last_checkpoint, continue_command(run_dir))
     except (SIGTERMException, KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit
         summary.update(status="interrupted", exit_code=exit_codes.INTERRUPTED)
         log.warning("interrupted at step %d; continue with: %s", trainer.global_step, continue_command(run_dir))

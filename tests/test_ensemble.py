@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import io
+import logging
 import os
 import runpy
 import shlex
@@ -193,6 +194,25 @@ def test_a_diverging_member_stops_alone_a_refused_one_leaves_its_directory_and_t
     validated = metrics(tmp_path / "good").dropna(subset=["val/x_l1"]).set_index("step")["val/x_l1"]
     assert best == worst == pytest.approx(validated[3], rel=1e-3)  # the last validation in the loop (at step 3)
     assert progress[0].startswith("step 1/5  2 members  val x_l1 best ")
+
+
+def test_a_diverging_member_stops_where_its_single_run_stops_and_says_what_it_says(tmp_path, caplog):
+    """Checked where the single run checks: at the end of its training steps of several updates
+    (updates_per_step), not at every check_every-th update; the same steps, rows and one error line."""
+    overrides = [*TINY, "problem=sine", "optimizer=adam", "optimizer.lr=1e6", "trainer.max_steps=40",
+                 "trainer.val_check_interval=20", "trainer.log_every_n_steps=10", "updates_per_step=20",
+                 "divergence_check_every=10", "figure_examples=0"]
+    with caplog.at_level(logging.ERROR):
+        alone = train(compose_config(overrides, tmp_path / "single"))
+        single_lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        caplog.clear()
+        (member,) = train_ensemble([(compose_config(overrides, tmp_path / "member"), None)])
+        member_lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert (alone["status"], alone["diverged_step"], alone["steps"]) == ("diverged", 2, 20)  # one training step of 20
+    assert {k: member[k] for k in ("status", "exit_code", "diverged_step", "steps", "metrics_step")} == \
+           {k: alone[k] for k in ("status", "exit_code", "diverged_step", "steps", "metrics_step")}
+    pd.testing.assert_frame_equal(metrics(tmp_path / "member"), metrics(tmp_path / "single"))  # rows at 10 and 20
+    assert [line.replace(str(tmp_path / "member"), str(tmp_path / "single")) for line in member_lines] == single_lines
 
 
 def test_a_member_continues_alone_under_the_normal_trainer(case_runs, tmp_path):

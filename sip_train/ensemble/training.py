@@ -14,7 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sip_train import exit_codes
-from sip_train.callbacks import Preemption
+from sip_train.callbacks import DivergedError, Preemption
 from sip_train.checkpoints import truncate_metrics
 from sip_train.ensemble.engine import EnsembleUpdate
 from sip_train.ensemble.grouping import check_one_group
@@ -24,8 +24,9 @@ from sip_train.ensemble.problem import fold_batches, member_rows
 from sip_train.ensemble.progress import EnsembleProgress
 from sip_train.ensemble.records import MemberCheckpoints
 from sip_train.learning_curves import draw_learning_curves
+from sip_train.module import updates_in_step
 from sip_train.problems.base import Batch, batch_rows
-from sip_train.run import _rounded
+from sip_train.run import _rounded, continue_command, report_divergence
 from sip_train.run_directory import holds_run
 from sip_train.summary import read_summary, write_summary
 from sip_train.validation_figures import method_name, save_validation_figure
@@ -43,6 +44,7 @@ class EnsembleRun:
         self.val_every = int(cfg.trainer.val_check_interval)
         self.log_every = int(cfg.trainer.get("log_every_n_steps", 50))
         self.check_every = int(cfg.get("divergence_check_every", 10))
+        self.updates_per_step = int(cfg.get("updates_per_step", 1))
         self.figure_examples = int(cfg.figure_examples)
         # members with equal problem settings share one problem instance, next to each other in the batch
         shared: dict[str, Any] = {}
@@ -172,18 +174,24 @@ class EnsembleRun:
                                method_name(member.module.hparams), member.summary.get("inverse"), metric,
                                validated.get(metric))
 
+    def updates_in_step(self) -> int:
+        """How many updates the single runs' training step starting at the current step makes."""
+        return updates_in_step(self.step, self.updates_per_step, self.val_every, self.max_steps)
+
     # ---- divergence --------------------------------------------------------------------------------------------
-    def drop_diverged(self) -> list[tuple[Member, MemberCheckpoints, dict[str, float], int]]:
+    def drop_diverged(self) -> list[tuple[Member, MemberCheckpoints, dict[str, float], DivergedError]]:
         """Members whose loss, prediction or parameters went non-finite (one device read), removed from the
-        ensemble; returns them with their records, latest validation and the step they diverged at."""
+        ensemble; returns them with their records, latest validation and what diverged when (as a single run
+        reports it)."""
         state = torch.stack([self.update.first_bad_step, self.update.parameters_finite().long()]).tolist()
-        diverged = [(k, bad if bad >= 0 else self.step) for k, (bad, finite) in enumerate(zip(*state))
-                    if bad >= 0 or not finite]
+        diverged = [(k, DivergedError(bad, "loss or prediction") if bad >= 0 else
+                     DivergedError(self.step, "network parameters"))
+                    for k, (bad, finite) in enumerate(zip(*state)) if bad >= 0 or not finite]
         if not diverged:
             return []
         gone = {k for k, _ in diverged}
         keep = [k for k in range(len(self.members)) if k not in gone]
-        result = [(self.members[k], self.records[k], self.validated[k], step) for k, step in diverged]
+        result = [(self.members[k], self.records[k], self.validated[k], error) for k, error in diverged]
         self.members = [self.members[k] for k in keep]
         self.records = [self.records[k] for k in keep]
         self.validated = [self.validated[k] for k in keep]
@@ -206,6 +214,9 @@ class EnsembleRun:
                 record.save_last(lambda: self.checkpoint(k, "start"))
         interval_start, interval_step = time.perf_counter(), self.step
         step_ms: float | None = None
+        # the single runs' training steps (several updates each, `updates_in_step`): their divergence checks
+        # run at a step's end, where it has passed a multiple of check_every or reached a validation or the end
+        step_start, step_end = self.step, self.step + self.updates_in_step()
         while self.step < self.max_steps and self.members:
             batch = fold_batches([m.data.train_batch(self.step, self.device) for m in self.members])
             result = self.update.update(self.step + 1, *batch[1:])
@@ -216,9 +227,12 @@ class EnsembleRun:
                 self.log_training(result, batch, step_ms)
                 for record in self.records:
                     record.timer.step_times_ms.append(step_ms)
-            if self.step % self.check_every == 0 or self.step % self.val_every == 0 or self.step == self.max_steps:
-                for member, record, validated, step in self.drop_diverged():
-                    finish(member, record, validated, "diverged", diverged_step=step)
+            if self.step == step_end:
+                if (self.step // self.check_every != step_start // self.check_every
+                        or self.step % self.val_every == 0 or self.step == self.max_steps):
+                    for member, record, validated, error in self.drop_diverged():
+                        finish(member, record, validated, "diverged", error)
+                step_start, step_end = self.step, self.step + self.updates_in_step()
             if self.step % self.val_every == 0 and self.members:
                 self.validate(in_fit=True)
                 interval_start, interval_step = time.perf_counter(), self.step
@@ -278,15 +292,16 @@ def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]], command: st
              members[0].summary["optimizer"], device.type)
 
     def finish(member: Member, record: MemberCheckpoints, validated: dict[str, float], status: str,
-               **extra: Any) -> None:
+               diverged: DivergedError | None = None) -> None:
         summary = member.summary
         primary = member.problem.primary_metric
         codes = {"completed": exit_codes.COMPLETED, "diverged": exit_codes.DIVERGED,
                  "interrupted": exit_codes.INTERRUPTED}
-        summary.update(status=status, exit_code=codes[status], **extra)
-        if status == "diverged":
-            log.error("training diverged at step %d: non-finite loss or prediction (lr=%s); the last finite checkpoint "
-                      "is %s", extra["diverged_step"], member.cfg.optimizer.get("lr"), record.last)
+        summary.update(status=status, exit_code=codes[status])
+        if diverged is not None:
+            summary["diverged_step"] = diverged.step
+            report_divergence(diverged, member.cfg.optimizer.get("lr"), record.last,
+                              continue_command(member.run_dir, member.hydra.hydra if member.hydra else None))
         summary.update(steps=run.step, primary_metric=primary, **{primary: None, "y_l2": None, **validated},
                        metrics_step=run.last_validated if validated else None, accelerator=device.type,
                        device_name=_device_name(device), device_count=1, precision=PRECISION,
@@ -309,8 +324,8 @@ def train_ensemble(jobs: list[tuple[DictConfig, DictConfig | None]], command: st
     try:
         run.fit(finish, stop)
     except (SIGTERMException, KeyboardInterrupt):  # every finished step of every finite member is checkpointed
-        for member, record, validated, step in run.drop_diverged():
-            finish(member, record, validated, "diverged", diverged_step=step)
+        for member, record, validated, error in run.drop_diverged():
+            finish(member, record, validated, "diverged", error)
         run.save_last("stop")
         for member, record, validated in zip(run.members, run.records, run.validated):
             finish(member, record, validated, "interrupted")
