@@ -28,7 +28,7 @@ from fault_log import record
 from wandb_files import finished_run_records
 from hydra_plugins.sip_sweeper.sip_sweeper import cartesian
 from sip_train.module import InverseProblemModule, build_components
-from sip_train.sweep.figures import curve_grid, learning_curves, versus
+from sip_train.sweep.figures import curve_grid, job_label, learning_curves, versus
 from sip_train.sweep.report import report
 from sip_train.summary import read_summary
 from sip_train.sweep.results import collect, outcome, training_seconds
@@ -322,6 +322,18 @@ def test_versus_is_ticked_at_the_swept_values_and_its_legend_is_outside_the_data
     assert not [label for label in ax.get_xticklabels(minor=True) if label.get_text()]
     assert ax.get_title() and len(fig.legends) == 1 and ax.get_legend() is None
     assert not _boxes_overlap(fig.legends[0].get_window_extent(), ax.get_window_extent())
+    plt.close(fig)
+
+
+def test_a_job_with_a_single_validation_is_drawn_as_a_dot():
+    """A run that diverged before its second validation has one point: a line alone would not show it."""
+    sweep, jobs, _, curves = _figure_jobs()
+    lone = jobs[0].name
+    curves = pd.concat([curves[curves["job"] != lone], curves[curves["job"] == lone].head(1)])
+    fig = learning_curves(curves, jobs, sweep)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    markers = {label: line.get_marker() for label, line in lines.items()}
+    assert markers.pop(job_label(jobs[0].params)) == "o" and set(markers.values()) == {"None"}
     plt.close(fig)
 
 

@@ -61,7 +61,8 @@ def _draw(ax: Axes, curves: pd.DataFrame, jobs: Sequence[Job], x: str, labels: d
         label = labels[job.name]
         for curve, points in curves[curves["job"] == job.name].groupby("curve", sort=False):
             ax.plot(points[x], points["value"].rolling(smooth, min_periods=1).mean(), styles[curve],
-                    color=colours[label], lw=1.2, label=label if len(styles) == 1 else f"{label} ({curve})")
+                    color=colours[label], lw=1.2, label=label if len(styles) == 1 else f"{label} ({curve})",
+                    marker="o" if len(points) == 1 else None, ms=4)  # a lone point (e.g. diverged at once): a dot
     ax.grid(alpha=0.3)
 
 
