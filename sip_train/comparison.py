@@ -73,6 +73,17 @@ def run_settings(runs: Sequence[Path]) -> dict[Path, dict[str, str]]:
     return {run: {key: values[run][key] for key in differing} for run in runs}
 
 
+def _value(text: str) -> Any:
+    """The value an override's text stands for (`0.001` -> 0.001), so that a legend shows it as typed, not as
+    the quoted string `'0.001'`; text that is no override value stays text."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_override(f"key={text}").value()
+    except Exception:  # noqa: BLE001 - e.g. "default" for a key a run did not set: shown as it is
+        return text
+
+
 def _primary_metric(runs: Sequence[Path]) -> str:
     counts = collections.Counter(read_summary(run).get("primary_metric", "x_l1") for run in runs)
     return counts.most_common(1)[0][0]
@@ -128,5 +139,6 @@ def compare(dirs: Sequence[str | Path], out_dir: str | Path | None = None, metri
     results.to_csv(paths["runs_csv"], index=False)
     paths["markdown"].write_text(f"# {title}\n\nval {metric}: final and best, mean and std over seeds\n\n"
                                  + markdown(table))
-    figure = save(learning_curves(curves, jobs, sweep, title=f"{title}: learning curves"), out / "comparison.png")
+    labelled = [Job(job.name, {key: _value(text) for key, text in job.params.items()}, ()) for job in jobs]
+    figure = save(learning_curves(curves, labelled, sweep, title=f"{title}: learning curves"), out / "comparison.png")
     return {"table": table, "runs": results, **paths, "figure": figure, "out_dir": out}

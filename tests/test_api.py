@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import shutil
 import sys
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, TINY, compose_config
-from sip_train import cli, compare, evaluate, learning_curves, train
+from sip_train import cli, compare, evaluate, learning_curves, report_format, train
 from sip_train.evaluation import EvaluationError
 from sip_train.learning_curves import LearningCurves
 from sip_train.run import ConfigError
@@ -93,6 +94,19 @@ def test_compare_averages_over_seeds_one_row_per_configuration(runs, tmp_path):
     assert table.loc["sgd", "steps"] == 4 and table.loc["sgd", "step_ms_median"] > 0
     assert "| adam | 2 | 2 | 0,1 |" in result["markdown"].read_text()
     assert len(pd.read_csv(tmp_path / "comparison_runs.csv")) == 3 and result["figure"].is_file()
+
+
+def test_the_comparison_legend_shows_swept_values_as_they_were_typed(runs, tmp_path, monkeypatch):
+    """Values saved as override text (0.001, 1e6, lists) are labelled as values, not as quoted strings."""
+    base, _ = runs
+    for name, value in (("a", "0.001"), ("b", "1000000.0"), ("c", "[8,8]")):
+        shutil.copytree(base / "adam-0", tmp_path / "runs" / name)
+        OmegaConf.save(["optimizer=adam", f"optimizer.lr={value}"], tmp_path / "runs" / name / ".hydra" / "overrides.yaml")
+    legends = []
+    monkeypatch.setattr(report_format, "save", lambda fig, path: legends.append(
+        [text.get_text() for text in fig.legends[0].get_texts()]) or path)
+    compare([tmp_path / "runs"], out_dir=tmp_path / "out")
+    assert legends == [["lr=0.001", "lr=1000000.0", "lr=[8,8]"]]
 
 
 def test_learning_curves_are_redrawn_when_due_and_drawn_at_the_end(runs, tmp_path, monkeypatch):
