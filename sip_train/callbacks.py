@@ -129,6 +129,15 @@ class DivergedError(RuntimeError):
         self.step = step
 
 
+def divergence_check_due(step: int, updates: int, check_every: int, val_every: int, max_steps: int) -> bool:
+    """Whether a training step of `updates` updates that ends at global step `step` is followed by a divergence
+    check: its updates reached a multiple of `check_every` or of `val_every`, or max_steps (> 0)."""
+    def passed(every: int) -> bool:
+        return step // every != (step - updates) // every
+
+    return passed(check_every) or passed(val_every) or step >= max_steps > 0
+
+
 class DivergenceGuard(Callback):
     """Stops a run at its first non-finite loss, prediction or parameter, before it is checkpointed.
 
@@ -157,11 +166,7 @@ class DivergenceGuard(Callback):
         first_bad = bad.int().argmax() + (step - updates + 1)  # the global step after the first bad update
         self._first_bad_step = torch.where((self._first_bad_step < 0) & bad.any(), first_bad, self._first_bad_step)
         interval = trainer.val_check_interval if isinstance(trainer.val_check_interval, int) else 1
-
-        def passed(every: int) -> bool:  # whether this step's updates reached a multiple of `every`
-            return step // every != (step - updates) // every
-
-        if passed(self.check_every) or passed(interval) or step >= trainer.max_steps > 0:
+        if divergence_check_due(step, updates, self.check_every, interval, trainer.max_steps):
             self.check(trainer, pl_module)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:

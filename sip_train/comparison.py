@@ -73,13 +73,11 @@ def run_settings(runs: Sequence[Path]) -> dict[Path, dict[str, str]]:
     return {run: {key: values[run][key] for key in differing} for run in runs}
 
 
-def _value(text: str) -> Any:
-    """The value an override's text stands for (`0.001` -> 0.001), so that a legend shows it as typed, not as
-    the quoted string `'0.001'`; text that is no override value stays text."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+def _value(text: str, parser: Any) -> Any:
+    """The value an override's text stands for (`0.001` -> 0.001), by Hydra's `OverridesParser`, so that a legend
+    shows it as typed, not as the quoted string `'0.001'`; text that is no override value stays text."""
     try:
-        return OverridesParser.create().parse_override(f"key={text}").value()
+        return parser.parse_override(f"key={text}").value()
     except Exception:  # noqa: BLE001 - e.g. "default" for a key a run did not set: shown as it is
         return text
 
@@ -119,6 +117,8 @@ def compare(dirs: Sequence[str | Path], out_dir: str | Path | None = None, metri
     Raises:
         ComparisonError: a directory that does not exist or holds no run.
     """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     from sip_train.report_format import markdown, save
     from sip_train.sweep.figures import learning_curves
     from sip_train.sweep.results import collect
@@ -139,6 +139,7 @@ def compare(dirs: Sequence[str | Path], out_dir: str | Path | None = None, metri
     results.to_csv(paths["runs_csv"], index=False)
     paths["markdown"].write_text(f"# {title}\n\nval {metric}: final and best, mean and std over seeds\n\n"
                                  + markdown(table))
-    labelled = [Job(job.name, {key: _value(text) for key, text in job.params.items()}, ()) for job in jobs]
+    parser = OverridesParser.create()
+    labelled = [Job(job.name, {key: _value(text, parser) for key, text in job.params.items()}, ()) for job in jobs]
     figure = save(learning_curves(curves, labelled, sweep, title=f"{title}: learning curves"), out / "comparison.png")
     return {"table": table, "runs": results, **paths, "figure": figure, "out_dir": out}

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sip_train import exit_codes
-from sip_train.callbacks import DivergedError, Preemption
+from sip_train.callbacks import DivergedError, Preemption, divergence_check_due
 from sip_train.checkpoints import truncate_metrics
 from sip_train.ensemble.engine import EnsembleUpdate
 from sip_train.ensemble.grouping import check_one_group
@@ -215,7 +215,7 @@ class EnsembleRun:
         interval_start, interval_step = time.perf_counter(), self.step
         step_ms: float | None = None
         # the single runs' training steps (several updates each, `updates_in_step`): their divergence checks
-        # run at a step's end, where it has passed a multiple of check_every or reached a validation or the end
+        # run at a step's end, where due (`divergence_check_due`)
         step_start, step_end = self.step, self.step + self.updates_in_step()
         while self.step < self.max_steps and self.members:
             batch = fold_batches([m.data.train_batch(self.step, self.device) for m in self.members])
@@ -228,8 +228,8 @@ class EnsembleRun:
                 for record in self.records:
                     record.timer.step_times_ms.append(step_ms)
             if self.step == step_end:
-                if (self.step // self.check_every != step_start // self.check_every
-                        or self.step % self.val_every == 0 or self.step == self.max_steps):
+                if divergence_check_due(self.step, self.step - step_start, self.check_every, self.val_every,
+                                        self.max_steps):
                     for member, record, validated, error in self.drop_diverged():
                         finish(member, record, validated, "diverged", error)
                 step_start, step_end = self.step, self.step + self.updates_in_step()
